@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny models on tiny generated images, and the real UTKFace subset when it is beside us."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from weakspot.models import Classifier, load_model
+from weakspot.shortcut import make_shortcut_dataset
+from weakspot.training import TrainConfig, train_classifier
+
+UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface"
+
+
+@pytest.fixture(scope="session")
+def utkface_dir() -> Path:
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"UTKFace subset not found at {UTKFACE} (it lives in ../shared beside the repository)")
+    return UTKFACE
+
+
+@pytest.fixture(scope="session")
+def button_data():
+    """Train/test planted-shortcut sets where the button alone decides the label (class 1 = button)."""
+    train, train_boxes = make_shortcut_dataset(384, 48, cue_rate=1.0, signal=0.0, seed=0)
+    test, test_boxes = make_shortcut_dataset(64, 48, cue_rate=1.0, signal=0.0, seed=1)
+    return train, test, test_boxes
+
+
+@pytest.fixture(scope="session")
+def button_model(button_data) -> Classifier:
+    """timm's tiny ``test_efficientnet`` trained on the button set (reaches 100% test accuracy in ~2 s)."""
+    train, _, _ = button_data
+    torch.manual_seed(0)
+    classifier = load_model("test_efficientnet", weights=None, class_names=train.class_names, device="cpu")
+    train_classifier(classifier, train.images, train.labels, TrainConfig(epochs=5, lr=3e-3, seed=0))
+    return classifier

@@ -1,0 +1,29 @@
+import pytest
+
+from weakspot.cli import SUBCOMMANDS, main
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    for name in ("demo", "data", "train", "explain", "attack", "bench", "finetune", "check"):
+        assert name in output
+    assert [name for name, _, _ in SUBCOMMANDS] == ["demo", "data", "train", "explain", "attack", "bench", "finetune", "check"]
+
+
+def test_data_inspect_counts_classes_and_groups(utkface_dir, capsys):
+    assert main(["data", "inspect", "--data", str(utkface_dir), "--label", "gender", "--groups", "race",
+                 "--size", "16", "--max-images", "50"]) == 0
+    output = capsys.readouterr().out
+    assert "female" in output and "race" in output and "50 images" in output
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["data", "inspect", "--data", str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "missing: no such file or directory" in error
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "inspect", "--data", "x", "--size", "-3"])
+    assert exit_info.value.code == 2

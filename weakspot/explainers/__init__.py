@@ -1,0 +1,25 @@
+"""Explainers: every method is a class with the same call ``explainer(images, target=None, segments=None)``
+returning an ``Attribution``. ``create_explainer(name, classifier, **params)`` picks one by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weakspot.errors import WeakspotError
+from weakspot.explainers.base import Attribution, Explainer
+from weakspot.explainers.occlusion import Occlusion
+from weakspot.models import Classifier
+
+EXPLAINERS: dict[str, type[Explainer]] = {
+    "occlusion": Occlusion,
+}
+
+
+def create_explainer(name: str, classifier: Classifier, **params: Any) -> Explainer:
+    """The explainer called ``name`` (see ``EXPLAINERS``), constructed on ``classifier``."""
+    if name not in EXPLAINERS:
+        raise WeakspotError(f"unknown explainer '{name}' (choose from {', '.join(sorted(EXPLAINERS))})")
+    return EXPLAINERS[name](classifier, **params)
+
+
+__all__ = ["Attribution", "EXPLAINERS", "Explainer", "create_explainer"]

