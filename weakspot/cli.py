@@ -120,6 +120,12 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     configure(parser)
 
 
+def _configure_check(parser: argparse.ArgumentParser) -> None:
+    from weakspot.check import configure
+
+    configure(parser)
+
+
 SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("demo", "run the whole story on a built-in planted-shortcut dataset", _configure_demo),
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
@@ -128,7 +134,7 @@ SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = 
     ("attack", "run explainer-guided attacks and print a robustness table", _not_available("attack", 4)),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _not_available("bench", 5)),
     ("finetune", "adversarial fine-tuning and its baselines", _not_available("finetune", 7)),
-    ("check", "regression checks on a JSON report (exit 1 on failure)", _not_available("check", 5)),
+    ("check", "regression checks on a JSON report (exit 1 on failure)", _configure_check),
 ]
 
 

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+
+from weakspot.attacks.base import AttackResult, Perturbation
+from weakspot.check import run_checks
+from weakspot.cli import main
+from weakspot.report import AttackRecords, BenchRecords, build_report, load_report
+from weakspot.errors import WeakspotError
+
+
+def _result(fooled, correct, areas, queries):
+    n = len(fooled)
+    return AttackResult(
+        name="block", labels=torch.zeros(n, dtype=torch.long), correct=torch.tensor(correct),
+        fooled=torch.tensor(fooled), adversarial=torch.zeros(n, 3, 4, 4),
+        perturbations=[Perturbation("block", area) if f else None for f, area in zip(fooled, areas)],
+        original_class=torch.zeros(n, dtype=torch.long), original_probability=torch.ones(n),
+        adversarial_class=torch.zeros(n, dtype=torch.long), adversarial_probability=torch.ones(n),
+        queries=torch.tensor(queries), seconds=1.5)
+
+
+def test_report_numbers_and_groups_from_records():
+    result = _result([True, False, False, True], [True, True, False, True], [0.1, 0.0, 0.0, 0.3], [5, 10, 0, 7])
+    records = BenchRecords(correct=[True, True, False, True],
+                           groups=[{"gender": "f"}, {"gender": "f"}, {"gender": "m"}, {"gender": "m"}],
+                           attacks={"block": AttackRecords.from_result(result)})
+    report = build_report("tiny", "set", records)
+    assert report["n"] == 4 and report["clean_accuracy"] == 0.75
+    block = report["attacks"][0]
+    assert block["success_rate"] == pytest.approx(2 / 3)
+    assert block["robust_accuracy"] == 0.25
+    assert block["mean_area"] == pytest.approx(0.2)
+    assert block["mean_queries"] == pytest.approx(5.5)
+    assert report["groups"] == [
+        {"group": {"gender": "f"}, "n": 2, "clean_error": 0.0, "robust_error": {"block": 0.5}},
+        {"group": {"gender": "m"}, "n": 2, "clean_error": 0.5, "robust_error": {"block": 1.0}},
+    ]
+
+
+def test_merged_shards_equal_one_pass():
+    result = _result([True, False, True, True], [True, True, True, True], [0.1, 0.0, 0.2, 0.3], [1, 2, 3, 4])
+    whole = AttackRecords.from_result(result)
+    first, second = AttackRecords("block", whole.fooled[:2], whole.area[:2], whole.queries[:2], 1.0), \
+        AttackRecords("block", whole.fooled[2:], whole.area[2:], whole.queries[2:], 0.5)
+    merged = BenchRecords([True, True], [{}, {}], {"block": first})
+    merged.extend(BenchRecords([True, True], [{}, {}], {"block": second}))
+    single = BenchRecords([True] * 4, [{}] * 4, {"block": whole})
+    assert build_report("m", "d", merged) == build_report("m", "d", single)
+
+
+def _write(path, clean=0.9, robust=None):
+    robust = robust or {"superpixel": 0.6, "block": 0.45}
+    payload = {"model": "m", "dataset": "d", "n": 10, "clean_accuracy": clean, "groups": [],
+               "attacks": [{"name": name, "success_rate": 0.1, "robust_accuracy": value, "mean_area": 0.1,
+                            "mean_queries": 3.0, "seconds": 1.0} for name, value in robust.items()]}
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_check_passes_and_fails_on_crafted_reports(tmp_path, capsys):
+    good = _write(tmp_path / "good.json")
+    assert main(["check", good, "--min-clean", "0.85", "--min-robust", "superpixel=0.5,block=0.4"]) == 0
+    assert main(["check", good, "--min-clean", "0.95"]) == 1
+    assert main(["check", good, "--min-robust", "block=0.5"]) == 1
+    assert main(["check", good, "--min-robust", "pgd=0.1"]) == 1  # an attack the report lacks fails
+    old = _write(tmp_path / "old.json", clean=0.91, robust={"superpixel": 0.61, "block": 0.46})
+    assert main(["check", good, "--baseline", old, "--max-drop", "0.02"]) == 0
+    worse = _write(tmp_path / "worse.json", clean=0.9, robust={"superpixel": 0.5, "block": 0.45})
+    assert main(["check", worse, "--baseline", old, "--max-drop", "0.02"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_bad_arguments_and_files_exit_2(tmp_path, capsys):
+    good = _write(tmp_path / "good.json")
+    assert main(["check", str(tmp_path / "none.json"), "--min-clean", "0.5"]) == 2
+    (tmp_path / "broken.json").write_text("{not json")
+    assert main(["check", str(tmp_path / "broken.json"), "--min-clean", "0.5"]) == 2
+    (tmp_path / "partial.json").write_text(json.dumps({"model": "m"}))
+    assert main(["check", str(tmp_path / "partial.json"), "--min-clean", "0.5"]) == 2
+    assert main(["check", good]) == 2
+    assert main(["check", good, "--min-clean", "1.5"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", good, "--min-robust", "block"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert any("none.json: report not found" in line for line in errors)
+    assert any("partial.json: missing field 'dataset'" in line for line in errors)
+
+
+def test_load_report_rejects_non_numbers(tmp_path):
+    path = tmp_path / "r.json"
+    _write(path)
+    payload = json.loads(path.read_text())
+    payload["attacks"][0]["robust_accuracy"] = "high"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(WeakspotError, match="field 'robust_accuracy' is not a number"):
+        load_report(path)
+
+
+def test_run_checks_outcomes():
+    report = {"clean_accuracy": 0.8, "attacks": [{"name": "block", "robust_accuracy": 0.3}]}
+    outcomes = run_checks(report, min_clean=0.8, min_robust={"block": 0.31})
+    assert [outcome.passed for outcome in outcomes] == [True, False]

@@ -1,0 +1,181 @@
+"""The robustness report: per-image attack records -> the stable ``report.json`` schema and its tables.
+
+Reports are computed from per-image records, never from per-process summaries, so a run sharded over
+torchrun ranks and merged gives the same numbers as one process.
+
+Schema (stable; documented in the README)::
+
+    {"model": str, "dataset": str, "n": int, "clean_accuracy": float,
+     "attacks": [{"name": str, "success_rate": float, "robust_accuracy": float, "mean_area": float,
+                  "mean_queries": float, "seconds": float}],
+     "groups": [{"group": {attr: value}, "n": int, "clean_error": float, "robust_error": {attack: float}}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from weakspot.attacks.base import AttackResult
+from weakspot.errors import WeakspotError
+
+ATTACK_FIELDS = ("name", "success_rate", "robust_accuracy", "mean_area", "mean_queries", "seconds")
+TOP_FIELDS = ("model", "dataset", "n", "clean_accuracy", "attacks", "groups")
+
+
+@dataclass
+class AttackRecords:
+    """One attack's per-image outcomes (plain lists, so they travel between processes) and its wall time."""
+
+    name: str
+    fooled: list[bool] = field(default_factory=list)
+    area: list[float] = field(default_factory=list)  # occluded area where fooled, else 0
+    queries: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @classmethod
+    def from_result(cls, result: AttackResult) -> AttackRecords:
+        areas = [perturbation.area if fooled and perturbation is not None else 0.0
+                 for perturbation, fooled in zip(result.perturbations, result.fooled.tolist())]
+        return cls(result.name, [bool(v) for v in result.fooled.tolist()], areas,
+                   [int(v) for v in result.queries.tolist()], result.seconds)
+
+    def extend(self, other: AttackRecords) -> None:
+        self.fooled += other.fooled
+        self.area += other.area
+        self.queries += other.queries
+        self.seconds += other.seconds
+
+
+@dataclass
+class BenchRecords:
+    """Everything a report needs, per image: clean correctness, group values, and each attack's records."""
+
+    correct: list[bool] = field(default_factory=list)
+    groups: list[dict[str, str]] = field(default_factory=list)
+    attacks: dict[str, AttackRecords] = field(default_factory=dict)
+
+    def extend(self, other: BenchRecords) -> None:
+        self.correct += other.correct
+        self.groups += other.groups
+        for name, records in other.attacks.items():
+            self.attacks.setdefault(name, AttackRecords(name)).extend(records)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+def attack_summary(records: AttackRecords, correct: Sequence[bool]) -> dict[str, Any]:
+    """One row of ``report["attacks"]``."""
+    attacked = sum(correct)
+    fooled = [f and c for f, c in zip(records.fooled, correct)]
+    areas = [a for a, f in zip(records.area, fooled) if f]
+    return {
+        "name": records.name,
+        "success_rate": sum(fooled) / attacked if attacked else 0.0,
+        "robust_accuracy": _mean([float(c and not f) for c, f in zip(correct, fooled)]),
+        "mean_area": _mean(areas),
+        "mean_queries": _mean(records.queries),
+        "seconds": records.seconds,
+    }
+
+
+def build_report(model: str, dataset: str, records: BenchRecords) -> dict[str, Any]:
+    """The ``report.json`` payload; groups are every combination of the recorded group values."""
+    correct = records.correct
+    by_group: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for index, group in enumerate(records.groups):
+        by_group.setdefault(tuple(sorted(group.items())), []).append(index)
+    groups = []
+    for key in sorted(by_group):
+        members = by_group[key]
+        groups.append({
+            "group": dict(key),
+            "n": len(members),
+            "clean_error": 1.0 - _mean([float(correct[i]) for i in members]),
+            "robust_error": {name: 1.0 - _mean([float(correct[i] and not attack.fooled[i]) for i in members])
+                             for name, attack in records.attacks.items()},
+        })
+    return {
+        "model": model,
+        "dataset": dataset,
+        "n": len(correct),
+        "clean_accuracy": _mean([float(c) for c in correct]),
+        "attacks": [attack_summary(attack, correct) for attack in records.attacks.values()],
+        "groups": groups if records.groups and records.groups[0] else [],
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a report; every problem is one WeakspotError naming the file and the field."""
+    report_path = Path(path)
+    try:
+        payload = json.loads(report_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeakspotError(f"{report_path}: report not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeakspotError(f"{report_path}: not a readable JSON report ({error})") from None
+    if not isinstance(payload, dict):
+        raise WeakspotError(f"{report_path}: a report is a JSON object")
+    missing = [name for name in TOP_FIELDS if name not in payload]
+    if missing:
+        raise WeakspotError(f"{report_path}: missing field '{missing[0]}'")
+    if not _is_number(payload["clean_accuracy"]):
+        raise WeakspotError(f"{report_path}: 'clean_accuracy' is not a number")
+    if not isinstance(payload["attacks"], list):
+        raise WeakspotError(f"{report_path}: 'attacks' is not a list")
+    for position, attack in enumerate(payload["attacks"]):
+        if not isinstance(attack, dict) or not isinstance(attack.get("name"), str):
+            raise WeakspotError(f"{report_path}: attacks[{position}] has no 'name'")
+        for name in ATTACK_FIELDS[1:]:
+            if not _is_number(attack.get(name)):
+                raise WeakspotError(f"{report_path}: attacks[{position}] ('{attack['name']}') field '{name}' is not a number")
+    return payload
+
+
+def attacks_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"{report['model']} on {report['dataset']}: {report['n']} images, "
+                        f"clean accuracy {report['clean_accuracy']:.1%}")
+    for column in ("attack", "clean acc", "robust acc", "success", "mean area", "mean queries", "seconds"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for attack in report["attacks"]:
+        table.add_row(attack["name"], f"{report['clean_accuracy']:.1%}", f"{attack['robust_accuracy']:.1%}",
+                      f"{attack['success_rate']:.1%}", f"{attack['mean_area']:.3f}", f"{attack['mean_queries']:.1f}",
+                      f"{attack['seconds']:.1f}")
+    return table
+
+
+def groups_table(report: dict[str, Any]) -> Table | None:
+    """Error rate per subgroup and attack; the worst group of each column is marked with '*'."""
+    groups = report["groups"]
+    if not groups:
+        return None
+    attack_names = [attack["name"] for attack in report["attacks"]]
+    table = Table(title="error rate per group (* = worst group)")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    table.add_column("clean", justify="right")
+    for name in attack_names:
+        table.add_column(name, justify="right")
+    worst_clean = max(group["clean_error"] for group in groups)
+    worst = {name: max(group["robust_error"][name] for group in groups) for name in attack_names}
+
+    def cell(value: float, worst_value: float) -> str:
+        return f"{value:.1%}" + (" *" if value == worst_value else "")
+
+    for group in groups:
+        label = ", ".join(f"{key}={value}" for key, value in group["group"].items())
+        table.add_row(label, str(group["n"]), cell(group["clean_error"], worst_clean),
+                      *[cell(group["robust_error"][name], worst[name]) for name in attack_names])
+    return table
