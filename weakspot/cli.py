@@ -7,6 +7,7 @@ traceback). Shared argument groups (data, model, device) live here so every subc
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -114,27 +115,24 @@ def _not_available(command: str, issue: int) -> Callable[[argparse.ArgumentParse
     return configure
 
 
-def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    from weakspot.demo import configure
+def _from_module(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """The ``configure(parser)`` of a command's own module, imported only when the parser is built."""
 
-    configure(parser)
+    def configure(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).configure(parser)
 
-
-def _configure_check(parser: argparse.ArgumentParser) -> None:
-    from weakspot.check import configure
-
-    configure(parser)
+    return configure
 
 
 SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
-    ("demo", "run the whole story on a built-in planted-shortcut dataset", _configure_demo),
+    ("demo", "run the whole story on a built-in planted-shortcut dataset", _from_module("weakspot.demo")),
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
     ("train", "fine-tune a timm model on a dataset", _not_available("train", 7)),
     ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _not_available("explain", 3)),
     ("attack", "run explainer-guided attacks and print a robustness table", _not_available("attack", 4)),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _not_available("bench", 5)),
     ("finetune", "adversarial fine-tuning and its baselines", _not_available("finetune", 7)),
-    ("check", "regression checks on a JSON report (exit 1 on failure)", _configure_check),
+    ("check", "regression checks on a JSON report (exit 1 on failure)", _from_module("weakspot.check")),
 ]
 
 
