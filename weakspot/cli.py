@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
@@ -128,7 +130,7 @@ SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = 
     ("demo", "run the whole story on a built-in planted-shortcut dataset", _from_module("weakspot.demo")),
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
     ("train", "fine-tune a timm model on a dataset", _not_available("train", 7)),
-    ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _not_available("explain", 3)),
+    ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _from_module("weakspot.explainers.cli")),
     ("attack", "run explainer-guided attacks and print a robustness table", _not_available("attack", 4)),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _not_available("bench", 5)),
     ("finetune", "adversarial fine-tuning and its baselines", _not_available("finetune", 7)),
@@ -146,10 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM takes the same clean path as Ctrl-C: files in progress are temp files and are dropped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if in_main_thread else None
     try:
         return int(args.handler(args) or 0)
     except WeakspotError as error:
@@ -160,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         error_console.print(f"weakspot {args.command}: interrupted", highlight=False, markup=False)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":
