@@ -7,11 +7,18 @@ from typing import Any
 
 from weakspot.errors import WeakspotError
 from weakspot.explainers.base import Attribution, Explainer
+from weakspot.explainers.gradcam import GradCam
+from weakspot.explainers.lime import Lime
 from weakspot.explainers.occlusion import Occlusion
+from weakspot.explainers.shap import KernelShap, ShapPartition
 from weakspot.models import Classifier
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     "occlusion": Occlusion,
+    "lime": Lime,
+    "shap": KernelShap,
+    "shap-partition": ShapPartition,
+    "gradcam": GradCam,
 }
 
 

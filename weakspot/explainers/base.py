@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
+from weakspot.errors import WeakspotError
+from weakspot.fills import FILLS, fill_images
 from weakspot.models import Classifier
 from weakspot.segmentation import segment
+
+SEGMENT_MEAN = "segment-mean"
+EXPLAINER_FILLS = (*FILLS, SEGMENT_MEAN)
+EVALUATION_CHUNK = 256
 
 
 @dataclass
@@ -30,7 +36,7 @@ class Attribution:
 
     @property
     def num_segments(self) -> torch.Tensor:
-        return self.segments.flatten(1).max(dim=1).values + 1
+        return segment_counts(self.segments)
 
     def ranking(self) -> torch.Tensor:
         """Segment ids by descending score per image (N, K_max); padding sorts last."""
@@ -53,6 +59,62 @@ def pad_scores(per_image: list[torch.Tensor]) -> torch.Tensor:
     for row, scores in enumerate(per_image):
         padded[row, : scores.numel()] = scores.float().cpu()
     return padded
+
+
+def segment_counts(segments: torch.Tensor) -> torch.Tensor:
+    """Segments per image (N,) of label maps (N, H, W) labelled 0..K_i-1."""
+    return segments.flatten(1).max(dim=1).values + 1
+
+
+def check_fill(fill: str) -> str:
+    """Refuse an unknown fill when the explainer is built, not after the first model evaluations."""
+    if fill not in EXPLAINER_FILLS:
+        raise WeakspotError(f"unknown fill '{fill}' (choose from {', '.join(EXPLAINER_FILLS)})")
+    return fill
+
+
+def segment_sums(maps: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment sums (N, C, K_max) of maps (N, C, H, W), and segment sizes in pixels (N, K_max; 0 for
+    padding). One scatter_add: segment means, pixel-to-segment pooling and mean-colour fills share it."""
+    count, channels = maps.shape[:2]
+    width = int(segment_counts(segments).max())
+    index = segments.flatten(1)
+    sums = torch.zeros(count, channels, width, dtype=maps.dtype).scatter_add_(
+        2, index[:, None].expand(-1, channels, -1), maps.flatten(2))
+    sizes = torch.zeros(count, width, dtype=maps.dtype).scatter_add_(1, index, torch.ones_like(index, dtype=maps.dtype))
+    return sums, sizes
+
+
+def explainer_fill(images: torch.Tensor, segments: torch.Tensor, fill: str) -> torch.Tensor:
+    """The replacement for absent segments: any ``fills.FILLS`` name, or ``"segment-mean"`` (each segment
+    painted with its own mean colour: ``lime_image``'s default ``hide_color=None``, which needs segments)."""
+    if fill != SEGMENT_MEAN:
+        return fill_images(images, fill)
+    sums, sizes = segment_sums(images, segments)
+    means = sums / sizes.clamp(min=1)[:, None]
+    index = segments.flatten(1)[:, None].expand(-1, images.shape[1], -1)
+    return torch.gather(means, 2, index).view_as(images)
+
+
+def coalition_probabilities(classifier: Classifier, images: torch.Tensor, segments: torch.Tensor,
+                            filled: torch.Tensor, image_index: torch.Tensor, present: torch.Tensor,
+                            target: torch.Tensor, chunk: int = EVALUATION_CHUNK) -> torch.Tensor:
+    """Target probability (M,) of image ``image_index[m]`` showing only the segments where ``present[m]``
+    (M, K_max) is set and ``filled`` elsewhere.
+
+    The shared evaluation loop of LIME, SHAP, occlusion and the faithfulness curves: the M perturbed images
+    are built ``chunk`` at a time with one gather + one where (memory stays bounded for any M) and each chunk
+    goes through ``predict_proba`` whole, so the model always sees full micro-batches.
+    """
+    outputs = []
+    for start in range(0, image_index.shape[0], chunk):
+        rows = image_index[start:start + chunk]
+        shown = torch.gather(present[start:start + chunk].bool(), 1, segments[rows].flatten(1))
+        perturbed = torch.where(shown.view(-1, 1, *segments.shape[1:]), images[rows], filled[rows])
+        probabilities = classifier.predict_proba(perturbed)
+        picked = probabilities.gather(1, target[rows].to(probabilities.device)[:, None]).squeeze(1)
+        outputs.append(picked.float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 class Explainer(ABC):
@@ -78,13 +140,17 @@ class Explainer(ABC):
             target = clean.argmax(dim=1)
         target = torch.as_tensor(target, dtype=torch.long).view(-1).expand(images.shape[0]).clone()
         probability = clean.gather(1, target[:, None]).squeeze(1)
-        scores, evaluations = self.attribute(images, target, segments.long().cpu(), probability)
-        return Attribution(method=self.name, segments=segments.long().cpu(), scores=scores,
-                           heatmap=scores_to_heatmap(segments.long().cpu(), scores), target=target,
+        segments = segments.long().cpu()
+        scores, evaluations, *pixel_map = self.attribute(images, target, segments, probability)
+        heatmap = pixel_map[0] if pixel_map else scores_to_heatmap(segments, scores)
+        return Attribution(method=self.name, segments=segments, scores=scores, heatmap=heatmap, target=target,
                            probability=probability, evaluations=evaluations + 1)
 
     @abstractmethod
     def attribute(self, images: torch.Tensor, target: torch.Tensor, segments: torch.Tensor,
-                  clean_probability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  clean_probability: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-segment scores (N, K_max NaN-padded) and model evaluations per image (N,), not counting the
-        clean evaluation already spent on ``clean_probability`` (the target's probability, (N,))."""
+        clean evaluation already spent on ``clean_probability`` (the target's probability, (N,)).
+
+        Pixel-level methods (Grad-CAM) may return their own (N, H, W) heatmap as a third element; otherwise
+        the heatmap paints each pixel with its segment's score."""
