@@ -19,7 +19,7 @@ from weakspot.models import Classifier
 class Perturbation:
     """What was changed in one image, as data: ``kind`` (e.g. "superpixel", "block", "crop", "pgd"), the
     occluded ``area`` as a fraction of the image, and whichever of box (y0, x0, y1, x1), segments, fill and
-    other parameters apply."""
+    other parameters apply. ``boxes`` lists every rectangle of a multi-patch perturbation (button)."""
 
     kind: str
     area: float
@@ -27,11 +27,12 @@ class Perturbation:
     segments: tuple[int, ...] | None = None
     fill: str | None = None
     params: dict[str, float] = field(default_factory=dict)
+    boxes: tuple[tuple[int, int, int, int], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "area": self.area, "box": list(self.box) if self.box else None,
                 "segments": list(self.segments) if self.segments is not None else None, "fill": self.fill,
-                "params": dict(self.params)}
+                "params": dict(self.params), "boxes": [list(box) for box in self.boxes] if self.boxes else None}
 
 
 @dataclass
