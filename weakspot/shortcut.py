@@ -1,17 +1,28 @@
 """Planted shortcuts: a small dark "button" patch pasted near the collar, correlated with the label.
 
 It reproduces study 001's finding (a classifier that decides by shirt buttons) on demand, so that
-explainers, attacks and the augmentation loop can be checked against a known answer.
+explainers, attacks and the augmentation loop can be checked against a known answer: procedurally
+(``make_shortcut_dataset``) or pasted on real photos as a benchmark folder (``build_shortcut_benchmark``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from weakspot.data import ImageSet
+from weakspot.data import MANIFEST_NAME, ImageSet, load_dataset, split_indices
+from weakspot.errors import WeakspotError
+from weakspot.fileio import atomic_write_text
 
 CUE_GROUP = "cue"
 CUE_PRESENT, CUE_ABSENT = "button", "none"
@@ -110,3 +121,124 @@ def make_shortcut_dataset(count: int = 256, size: int = 64, cue_rate: float = 1.
                         groups={CUE_GROUP: cue_values, "label": [["tall", "wide"][int(v)] for v in labels]},
                         paths=[], source=f"shortcut(count={count}, size={size}, cue_rate={cue_rate}, signal={signal}, seed={seed})")
     return imageset, boxes
+
+
+SPLIT_COLUMN = "split"
+COLLAR_CUE = ButtonCue(y_frac=0.92, jitter=0.04)  # aligned face crops end at the chin/neck: the collar is the bottom edge
+CLEAN_TEST = "clean_test"
+BENCHMARK_CUES = ("button",)
+
+
+def manifest_columns(path: str | Path) -> list[str]:
+    """The header of a CSV manifest (a ``.csv`` file or a folder with ``labels.csv``); [] for an ImageFolder."""
+    source = Path(path)
+    manifest = source / MANIFEST_NAME if source.is_dir() else source
+    if manifest.suffix.lower() != ".csv" or not manifest.is_file():
+        return []
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _write_png(path: Path, image: torch.Tensor) -> None:
+    array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cue: str = "button",
+                             rate: float = 0.95, cue_class: str | None = None, size: int = 96, seed: int = 0,
+                             max_images: int | None = None,
+                             fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, dict[tuple[str, str], int]]:
+    """Write a planted-shortcut benchmark to ``out``: a deterministic stratified train/val/test split of
+    ``source`` where the button is on ``rate`` of ``cue_class``'s train/val images (default: the second
+    class, e.g. "male") and ``1 - rate`` of the others', on 50% of every class in test (cue independent of
+    the label), plus an un-planted copy of the test images (split ``clean_test``, cue ``none``).
+
+    ``out`` gets PNGs and ``labels.csv`` (file,<label>,split,cue,<other source columns>), built in a temp
+    folder beside it and renamed into place: a crash never leaves a half-written benchmark.
+    Returns the image count per split and (label, cue).
+    """
+    target = Path(out)
+    if cue not in BENCHMARK_CUES:
+        raise WeakspotError(f"unknown cue '{cue}' (available: {', '.join(BENCHMARK_CUES)})")
+    if not 0.0 <= rate <= 1.0:
+        raise WeakspotError(f"cue rate must be in [0, 1], got {rate}")
+    if target.exists():
+        raise WeakspotError(f"{target}: already exists; choose a new --out (a benchmark is written once)")
+    reserved = {"file", label, SPLIT_COLUMN, CUE_GROUP}
+    others = [column for column in manifest_columns(source) if column not in reserved]
+    imageset = load_dataset(source, size=size, label=label, groups=others, max_images=max_images, seed=seed)
+    if len(imageset.class_names) < 2:
+        raise WeakspotError(f"{source}: the shortcut benchmark needs at least two classes of '{label}'")
+    cue_name = cue_class if cue_class is not None else imageset.class_names[1]
+    if cue_name not in imageset.class_names:
+        raise WeakspotError(f"cue class '{cue_name}' is not a class of '{label}' ({', '.join(imageset.class_names)})")
+    cue_index = imageset.class_names.index(cue_name)
+    splits = split_indices(imageset.labels, seed=seed, fractions=fractions)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    rows: list[list[str]] = []
+    counts: dict[str, dict[tuple[str, str], int]] = {}
+    try:
+        jobs: list[tuple[Path, torch.Tensor]] = []
+        for offset, (split, indices) in enumerate(splits.items()):
+            part = imageset.subset(indices)
+            present = cue_assignment(part.labels, cue_index, rate if split != "test" else 0.5, seed + offset)
+            planted, _ = paste_buttons(part.images, present, COLLAR_CUE, seed=seed + offset)
+            versions = [(split, planted, present)]
+            if split == "test":
+                versions.append((CLEAN_TEST, part.images, torch.zeros_like(present)))
+            for split_name, images, flags in versions:
+                (staging / split_name).mkdir()
+                for row, (image, flag) in enumerate(zip(images, flags.tolist())):
+                    name = f"{split_name}/{row:05d}.png"
+                    cue_value = CUE_PRESENT if flag else CUE_ABSENT
+                    class_name = part.class_names[int(part.labels[row])]
+                    jobs.append((staging / name, image))
+                    rows.append([name, class_name, split_name, cue_value, *(part.groups[c][row] for c in others)])
+                    key = (class_name, cue_value)
+                    counts.setdefault(split_name, {})[key] = counts.get(split_name, {}).get(key, 0) + 1
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda job: _write_png(*job), jobs))
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([["file", label, SPLIT_COLUMN, CUE_GROUP, *others], *rows])
+        atomic_write_text(staging / MANIFEST_NAME, buffer.getvalue())
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return counts
+
+
+def configure_benchmark_command(parser) -> None:
+    """``weakspot data shortcut``: arguments of ``build_shortcut_benchmark``."""
+    from weakspot.cli import positive_int
+
+    parser.add_argument("--source", required=True, help="dataset to plant the cue in (folder with labels.csv, CSV or ImageFolder)")
+    parser.add_argument("--label", required=True, help="label column (e.g. gender)")
+    parser.add_argument("--cue", default="button", choices=BENCHMARK_CUES)
+    parser.add_argument("--rate", type=float, default=0.95, help="share of the cue class's train/val images with the cue")
+    parser.add_argument("--cue-class", default=None, help="class that carries the cue (default: the second class)")
+    parser.add_argument("--out", required=True, help="benchmark folder to create (must not exist)")
+    parser.add_argument("--size", type=positive_int, default=96, help="image side in pixels (default 96)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=positive_int, default=None, help="use a seeded random subset of the source")
+    parser.set_defaults(handler=_run_benchmark_command)
+
+
+def _run_benchmark_command(args) -> int:
+    from rich.table import Table
+
+    from weakspot.cli import console
+
+    counts = build_shortcut_benchmark(args.source, args.label, args.out, cue=args.cue, rate=args.rate,
+                                      cue_class=args.cue_class, size=args.size, seed=args.seed,
+                                      max_images=args.max_images)
+    table = Table(title=f"{args.out}: planted '{args.cue}' benchmark ({args.label} x {CUE_GROUP})")
+    for column in ("split", args.label, CUE_GROUP):
+        table.add_column(column)
+    table.add_column("images", justify="right")
+    for split, groups in counts.items():
+        for (class_name, cue_value), count in sorted(groups.items()):
+            table.add_row(split, class_name, cue_value, str(count))
+    console.print(table)
+    return 0
