@@ -102,6 +102,8 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(inspect)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.set_defaults(handler=_run_data_inspect)
+    shortcut = actions.add_parser("shortcut", help="build a planted-shortcut benchmark folder from a dataset")
+    importlib.import_module("weakspot.shortcut").configure_benchmark_command(shortcut)
 
 
 def _not_available(command: str, issue: int) -> Callable[[argparse.ArgumentParser], None]:
@@ -131,7 +133,7 @@ SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = 
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
     ("train", "fine-tune a timm model on a dataset", _not_available("train", 7)),
     ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _from_module("weakspot.explainers.cli")),
-    ("attack", "run explainer-guided attacks and print a robustness table", _not_available("attack", 4)),
+    ("attack", "run explainer-guided attacks and print a robustness table", _from_module("weakspot.attacks.cli")),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _not_available("bench", 5)),
     ("finetune", "adversarial fine-tuning and its baselines", _not_available("finetune", 7)),
     ("check", "regression checks on a JSON report (exit 1 on failure)", _from_module("weakspot.check")),

@@ -1,0 +1,86 @@
+"""``weakspot attack``: run attacks on a dataset with a checkpoint; a rich table (one row per attack),
+optionally the JSON report (``weakspot check`` reads it) and the example grid PNG."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+DEFAULT_ATTACKS = "superpixel,block,button,crop,flip,pgd"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from weakspot.cli import add_data_arguments, add_runtime_arguments, comma_list, positive_int
+
+    parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (.pt)")
+    add_data_arguments(parser)
+    add_runtime_arguments(parser)
+    parser.add_argument("--attacks", type=comma_list, default=comma_list(DEFAULT_ATTACKS),
+                        help=f"comma list of attacks (default {DEFAULT_ATTACKS}; all: superpixel,block,button,"
+                             "crop,flip,spatial,fgsm,pgd)")
+    parser.add_argument("--budget", type=positive_int, default=200,
+                        help="model queries per image and attack, guidance included (default 200)")
+    parser.add_argument("--json", default=None, help="write the report (JSON, atomically) here")
+    parser.add_argument("--out", default=None, help="folder for examples.png (original vs adversarial)")
+    parser.set_defaults(handler=run)
+
+
+def check_attack_names(names: list[str]) -> list[str]:
+    from weakspot.attacks import ATTACKS
+    from weakspot.errors import WeakspotError
+
+    unknown = [name for name in names if name not in ATTACKS]
+    if unknown or not names:
+        raise WeakspotError(f"unknown attack '{unknown[0] if unknown else ''}' (choose from {', '.join(ATTACKS)})")
+    return list(dict.fromkeys(names))
+
+
+def align_labels(imageset, classifier):
+    """Dataset labels re-indexed to the checkpoint's class order; a different class set is an error."""
+    import torch
+
+    from weakspot.errors import WeakspotError
+
+    if set(imageset.class_names) != set(classifier.class_names):
+        raise WeakspotError(f"{imageset.source}: classes {imageset.class_names} do not match the checkpoint's "
+                            f"{classifier.class_names}")
+    mapping = torch.tensor([classifier.class_names.index(name) for name in imageset.class_names])
+    return mapping[imageset.labels]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from weakspot.attacks import ATTACKS, create_attack
+    from weakspot.attacks.report import attack_report, example_grid
+    from weakspot.cli import console, dataset_from_args, micro_batch_from_args
+    from weakspot.fileio import atomic_write_json
+    from weakspot.models import load_checkpoint
+    from weakspot.report import attacks_table, groups_table
+
+    names = check_attack_names(args.attacks)
+    classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
+    imageset = dataset_from_args(args)
+    labels = align_labels(imageset, classifier)
+    torch.manual_seed(args.seed)
+    results = []
+    for name in names:
+        params = {"budget": args.budget}
+        if "seed" in inspect.signature(ATTACKS[name].__init__).parameters:
+            params["seed"] = args.seed
+        with console.status(f"attack {name} on {len(labels)} images"):
+            results.append(create_attack(name, classifier, **params)(imageset.images, labels))
+    groups = [imageset.group_of(index, args.groups) for index in range(len(labels))] if args.groups else None
+    report = attack_report(classifier.arch, imageset.source, results, groups)
+    report["budget"] = args.budget
+    console.print(attacks_table(report))
+    table = groups_table(report)
+    if table is not None:
+        console.print(table)
+    if args.json:
+        console.print(f"report: {atomic_write_json(args.json, report)}")
+    if args.out:
+        grid = example_grid(results, imageset.images, Path(args.out) / "examples.png", classifier.class_names)
+        console.print(f"examples: {grid}")
+    return 0
