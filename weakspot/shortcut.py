@@ -144,6 +144,33 @@ def _write_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
+def write_imageset(imageset: ImageSet, out: str | Path, label: str) -> Path:
+    """Write ``imageset`` as a loadable dataset folder: lossless PNGs under ``images/`` and ``labels.csv``
+    (file,<label>,<one column per group>). Built in a temp folder beside ``out`` and renamed into place, so
+    a crash never leaves a half-written dataset; ``out`` must not exist."""
+    target = Path(out)
+    if target.exists():
+        raise WeakspotError(f"{target}: already exists; choose a new --out (a dataset is written once)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        (staging / "images").mkdir()
+        names = [f"images/{index:05d}.png" for index in range(len(imageset))]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda job: _write_png(staging / job[0], job[1]), zip(names, imageset.images)))
+        columns = list(imageset.groups)
+        rows = [[name, imageset.class_names[int(value)], *(imageset.groups[c][index] for c in columns)]
+                for index, (name, value) in enumerate(zip(names, imageset.labels))]
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([["file", label, *columns], *rows])
+        atomic_write_text(staging / MANIFEST_NAME, buffer.getvalue())
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
 def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cue: str = "button",
                              rate: float = 0.95, cue_class: str | None = None, size: int = 96, seed: int = 0,
                              max_images: int | None = None,
@@ -153,17 +180,15 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
     class, e.g. "male") and ``1 - rate`` of the others', on 50% of every class in test (cue independent of
     the label), plus an un-planted copy of the test images (split ``clean_test``, cue ``none``).
 
-    ``out`` gets PNGs and ``labels.csv`` (file,<label>,split,cue,<other source columns>), built in a temp
-    folder beside it and renamed into place: a crash never leaves a half-written benchmark.
+    ``out`` is written by ``write_imageset`` (columns file,<label>,split,cue,<other source columns>).
     Returns the image count per split and (label, cue).
     """
-    target = Path(out)
     if cue not in BENCHMARK_CUES:
         raise WeakspotError(f"unknown cue '{cue}' (available: {', '.join(BENCHMARK_CUES)})")
     if not 0.0 <= rate <= 1.0:
         raise WeakspotError(f"cue rate must be in [0, 1], got {rate}")
-    if target.exists():
-        raise WeakspotError(f"{target}: already exists; choose a new --out (a benchmark is written once)")
+    if Path(out).exists():
+        raise WeakspotError(f"{out}: already exists; choose a new --out (a benchmark is written once)")
     reserved = {"file", label, SPLIT_COLUMN, CUE_GROUP}
     others = [column for column in manifest_columns(source) if column not in reserved]
     imageset = load_dataset(source, size=size, label=label, groups=others, max_images=max_images, seed=seed)
@@ -173,39 +198,28 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
     if cue_name not in imageset.class_names:
         raise WeakspotError(f"cue class '{cue_name}' is not a class of '{label}' ({', '.join(imageset.class_names)})")
     cue_index = imageset.class_names.index(cue_name)
-    splits = split_indices(imageset.labels, seed=seed, fractions=fractions)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    rows: list[list[str]] = []
+    parts: list[tuple[str, torch.Tensor, torch.Tensor, np.ndarray]] = []
+    for offset, (split, indices) in enumerate(split_indices(imageset.labels, seed=seed, fractions=fractions).items()):
+        labels = imageset.labels[torch.as_tensor(indices, dtype=torch.long)]
+        present = cue_assignment(labels, cue_index, rate if split != "test" else 0.5, seed + offset)
+        planted, _ = paste_buttons(imageset.images[torch.as_tensor(indices, dtype=torch.long)], present, COLLAR_CUE,
+                                   seed=seed + offset)
+        parts.append((split, planted, present, indices))
+        if split == "test":
+            parts.append((CLEAN_TEST, imageset.images[torch.as_tensor(indices, dtype=torch.long)],
+                          torch.zeros_like(present), indices))
+    order = np.concatenate([indices for _, _, _, indices in parts])
+    groups = {SPLIT_COLUMN: [split for split, _, _, indices in parts for _ in indices],
+              CUE_GROUP: [CUE_PRESENT if flag else CUE_ABSENT for _, _, present, _ in parts for flag in present.tolist()],
+              **{column: [imageset.groups[column][i] for i in order] for column in others}}
+    benchmark = ImageSet(images=torch.cat([images for _, images, _, _ in parts]),
+                         labels=imageset.labels[torch.as_tensor(order, dtype=torch.long)],
+                         class_names=imageset.class_names, groups=groups, source=str(out))
+    write_imageset(benchmark, out, label)
     counts: dict[str, dict[tuple[str, str], int]] = {}
-    try:
-        jobs: list[tuple[Path, torch.Tensor]] = []
-        for offset, (split, indices) in enumerate(splits.items()):
-            part = imageset.subset(indices)
-            present = cue_assignment(part.labels, cue_index, rate if split != "test" else 0.5, seed + offset)
-            planted, _ = paste_buttons(part.images, present, COLLAR_CUE, seed=seed + offset)
-            versions = [(split, planted, present)]
-            if split == "test":
-                versions.append((CLEAN_TEST, part.images, torch.zeros_like(present)))
-            for split_name, images, flags in versions:
-                (staging / split_name).mkdir()
-                for row, (image, flag) in enumerate(zip(images, flags.tolist())):
-                    name = f"{split_name}/{row:05d}.png"
-                    cue_value = CUE_PRESENT if flag else CUE_ABSENT
-                    class_name = part.class_names[int(part.labels[row])]
-                    jobs.append((staging / name, image))
-                    rows.append([name, class_name, split_name, cue_value, *(part.groups[c][row] for c in others)])
-                    key = (class_name, cue_value)
-                    counts.setdefault(split_name, {})[key] = counts.get(split_name, {}).get(key, 0) + 1
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda job: _write_png(*job), jobs))
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([["file", label, SPLIT_COLUMN, CUE_GROUP, *others], *rows])
-        atomic_write_text(staging / MANIFEST_NAME, buffer.getvalue())
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    for split, cue_value, value in zip(groups[SPLIT_COLUMN], groups[CUE_GROUP], benchmark.labels.tolist()):
+        key = (imageset.class_names[value], cue_value)
+        counts.setdefault(split, {})[key] = counts.setdefault(split, {}).get(key, 0) + 1
     return counts
 
 

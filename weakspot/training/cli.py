@@ -1,0 +1,167 @@
+"""``weakspot train`` and ``weakspot finetune``: fine-tune a timm model on a dataset and report accuracy
+overall and per group, with one of the augmentation methods of ``weakspot.augment``.
+
+A manifest with a ``split`` column (``weakspot data shortcut`` writes one) is split by it (train, val, test
+and optionally clean_test); any other dataset gets a seeded stratified 70/15/15 split. Under
+``torchrun --nproc-per-node N`` the same command trains one model with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from weakspot.errors import WeakspotError
+
+RESULTS_NAME = "results.json"
+EVAL_SPLITS = ("test", "clean_test")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from weakspot.cli import add_data_arguments, add_runtime_arguments, positive_int
+
+    add_data_arguments(parser)
+    parser.add_argument("--model", default="efficientnet_lite0", help="timm architecture (default efficientnet_lite0)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default), none, or a weakspot checkpoint")
+    parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, log.jsonl, results.json")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch (split across torchrun ranks)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy (0: off)")
+    parser.add_argument("--no-augment", action="store_true", help="no flip / RandomResizedCrop / colour jitter")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is far faster on cores shared with other jobs)")
+    add_runtime_arguments(parser)
+
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    _add_training_arguments(parser)
+    parser.set_defaults(handler=lambda args: run(args, "erm"))
+
+
+def configure_finetune(parser: argparse.ArgumentParser) -> None:
+    from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
+    from weakspot.cli import positive_int
+
+    _add_training_arguments(parser)
+    parser.add_argument("--method", default="erm", choices=tuple(METHODS))
+    parser.add_argument("--cutout-area", type=float, default=0.06, help="cutout: occluded fraction of the image")
+    parser.add_argument("--cutout-fill", default="random", choices=tuple(CUTOUT_FILLS))
+    parser.add_argument("--k", type=positive_int, default=5, help="worstofk: random spatial variants per image")
+    parser.add_argument("--pgd-eps", type=float, default=4.0, help="pgd: L-inf radius in /255 units")
+    parser.add_argument("--pgd-steps", type=positive_int, default=3)
+    parser.set_defaults(handler=lambda args: run(args, args.method))
+
+
+def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The CLI flags that belong to ``method``."""
+    if method == "cutout":
+        return {"area": args.cutout_area, "fill": args.cutout_fill}
+    if method == "worstofk":
+        return {"k": args.k}
+    if method == "pgd":
+        return {"eps": args.pgd_eps / 255, "alpha": args.pgd_eps / 2 / 255, "steps": args.pgd_steps}
+    return {}
+
+
+def load_splits(args: argparse.Namespace) -> dict[str, Any]:
+    """ImageSets per split: from the manifest's ``split`` column when it has one, else a seeded 70/15/15."""
+    from weakspot.cli import dataset_from_args
+    from weakspot.data import split_indices
+    from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN, manifest_columns
+
+    columns = manifest_columns(args.data)
+    wanted = [*args.groups, *(c for c in (SPLIT_COLUMN, CUE_GROUP) if c in columns and c not in args.groups)]
+    args.groups = wanted
+    imageset = dataset_from_args(args)
+    if SPLIT_COLUMN in columns:
+        values = imageset.groups[SPLIT_COLUMN]
+        splits = {name: imageset.subset([i for i, value in enumerate(values) if value == name])
+                  for name in ("train", "val", *EVAL_SPLITS)}
+    else:
+        splits = {name: imageset.subset(indices) for name, indices in split_indices(imageset.labels, seed=args.seed).items()}
+    if len(splits["train"]) == 0:
+        raise WeakspotError(f"{imageset.source}: no training images")
+    return {name: part for name, part in splits.items() if len(part)}
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from weakspot.cli import console
+
+    for split in EVAL_SPLITS:
+        report = results.get(split)
+        if report is None:
+            continue
+        table = Table(title=f"{results['method']}: {split} accuracy {report['accuracy']:.1%} on {report['n']} images")
+        table.add_column("group")
+        table.add_column("images", justify="right")
+        table.add_column("accuracy", justify="right")
+        for row in report["groups"]:
+            marker = " *" if row["group"] == report["worst_group"] else ""
+            table.add_row(", ".join(f"{k}={v}" for k, v in row["group"].items()), str(row["n"]), f"{row['accuracy']:.1%}{marker}")
+        console.print(table)
+
+
+def run(args: argparse.Namespace, method: str) -> int:
+    import torch
+
+    from weakspot.augment.baselines import create_method
+    from weakspot.cli import micro_batch_from_args
+    from weakspot.distributed import finish_distributed, init_distributed
+    from weakspot.fileio import atomic_write_json
+    from weakspot.models import load_model
+    from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
+    from weakspot.training.evaluation import evaluate_groups
+    from weakspot.training.loop import TrainConfig, fit
+
+    transform = create_method(method, **(method_params(args, method) if hasattr(args, "method") else {}))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         label_smoothing=args.label_smoothing, seed=args.seed, warmup_epochs=args.warmup_epochs,
+                         schedule=args.schedule, patience=args.patience or None, augment=not args.no_augment)
+    config.validate()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, device = init_distributed(args.device)
+    try:
+        splits = load_splits(args)
+        train = splits["train"]
+        label_name = args.label or "class"
+        torch.manual_seed(args.seed)
+        weights = None if args.weights == "none" else args.weights
+        classifier = load_model(args.model if weights in (None, "imagenet") else None, weights=weights,
+                                class_names=train.class_names, device=device, micro_batch=micro_batch_from_args(args))
+        if classifier.class_names != train.class_names:
+            raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
+        val = splits.get("val")
+        started = time.perf_counter()
+        result = fit(classifier, train.images, train.labels, config,
+                     val_images=val.images if val else None, val_labels=val.labels if val else None,
+                     out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
+                     meta={"method": method, "data": str(args.data), "label": label_name})
+        seconds = time.perf_counter() - started
+        if not rank.is_main:
+            return 0
+        attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
+        results: dict[str, Any] = {
+            "method": method, "model": classifier.arch, "data": str(args.data), "size": args.size,
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
+            "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
+        for split in EVAL_SPLITS:
+            if split in splits:
+                group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]
+                results[split] = evaluate_groups(classifier, splits[split], group_attributes, label_name)
+        atomic_write_json(f"{args.out}/{RESULTS_NAME}", results)
+        _print_results(results)
+        return 0
+    finally:
+        finish_distributed()

@@ -1,0 +1,39 @@
+"""Accuracy overall and per subgroup (e.g. label x planted cue): the numbers a shortcut benchmark is read by."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from weakspot.data import ImageSet
+from weakspot.errors import WeakspotError
+from weakspot.models import Classifier
+
+
+def group_accuracy(correct: torch.Tensor, imageset: ImageSet, attributes: Sequence[str], label_name: str) -> dict[str, Any]:
+    """Accuracy overall, per group of ``attributes`` (``label_name`` means the class) and of the worst group."""
+    columns = {}
+    for attribute in attributes:
+        if attribute == label_name:
+            columns[attribute] = [imageset.class_names[int(label)] for label in imageset.labels]
+        elif attribute in imageset.groups:
+            columns[attribute] = imageset.groups[attribute]
+        else:
+            raise WeakspotError(f"{imageset.source}: no group attribute '{attribute}'")
+    members: dict[tuple[str, ...], list[int]] = {}
+    for index in range(len(imageset)):
+        members.setdefault(tuple(columns[a][index] for a in attributes), []).append(index)
+    correct = correct.cpu().bool()
+    groups = [{"group": dict(zip(attributes, key)), "n": len(indices),
+               "accuracy": float(correct[indices].float().mean())} for key, indices in sorted(members.items())]
+    worst = min(groups, key=lambda row: row["accuracy"]) if groups else None
+    return {"n": len(imageset), "accuracy": float(correct.float().mean()) if len(imageset) else 0.0,
+            "groups": groups, "worst_group": worst["group"] if worst else None,
+            "worst_group_accuracy": worst["accuracy"] if worst else None}
+
+
+def evaluate_groups(classifier: Classifier, imageset: ImageSet, attributes: Sequence[str], label_name: str) -> dict[str, Any]:
+    predicted, _ = classifier.predict(imageset.images)
+    return group_accuracy(predicted == imageset.labels, imageset, attributes, label_name)
