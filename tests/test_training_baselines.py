@@ -1,0 +1,114 @@
+"""Baseline training-stream transforms (cutout, worst-of-k, PGD) and ``weakspot finetune``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weakspot.augment.baselines import Cutout, PgdTraining, WorstOfK, create_method, random_spatial
+from weakspot.cli import main
+from weakspot.errors import WeakspotError
+from weakspot.models import load_model
+from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    imageset, _ = make_shortcut_dataset(16, 32, cue_rate=1.0, signal=0.0, seed=4)
+    return imageset
+
+
+@pytest.fixture(scope="module")
+def classifier(batch):
+    torch.manual_seed(0)
+    model = load_model("test_efficientnet", weights=None, class_names=batch.class_names, device="cpu")
+    model.net.train()  # transforms are called in train mode and must give it back
+    return model
+
+
+def test_cutout_occludes_the_requested_area(batch, classifier):
+    torch.manual_seed(0)
+    images, labels = Cutout(area=0.25, fill="black")(batch.images, batch.labels, classifier)
+    changed = (images != batch.images).any(dim=1).float().mean(dim=(1, 2))
+    assert torch.equal(labels, batch.labels)
+    assert changed.max() <= 0.25 + 1e-6 and changed.mean() > 0.2  # 16x16 of 32x32 (less where already black)
+    with pytest.raises(WeakspotError, match="fill"):
+        Cutout(fill="pink")
+
+
+def test_random_spatial_without_rotation_or_shift_is_identity_or_mirror(batch):
+    torch.manual_seed(1)
+    out = random_spatial(batch.images, max_rotation=0.0, max_translation=0.0, flip=True)
+    same = (out - batch.images).abs().amax(dim=(1, 2, 3)) < 1e-5
+    mirrored = (out - batch.images.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert bool((same | mirrored).all()) and same.any() and mirrored.any()
+
+
+def test_worst_of_k_trains_on_the_highest_loss_variant(batch, classifier):
+    transform = WorstOfK(k=4)
+    torch.manual_seed(2)
+    images, labels = transform(batch.images, batch.labels, classifier)
+    assert classifier.net.training
+    torch.manual_seed(2)  # the same draws, scored by hand
+    variants = [random_spatial(batch.images, 30.0, 0.1, True) for _ in range(4)]
+    classifier.net.eval()
+    with torch.no_grad():
+        losses = torch.stack([F.cross_entropy(classifier.forward(v), batch.labels, reduction="none") for v in variants])
+        chosen = F.cross_entropy(classifier.forward(images), labels, reduction="none")
+    classifier.net.train()
+    assert torch.allclose(chosen, losses.max(dim=0).values, atol=1e-5)
+
+
+def test_pgd_stays_in_the_ball_and_raises_the_loss(batch, classifier):
+    eps = 8 / 255
+    torch.manual_seed(3)
+    images, labels = PgdTraining(eps=eps, alpha=2 / 255, steps=5)(batch.images, batch.labels, classifier)
+    assert classifier.net.training and torch.equal(labels, batch.labels)
+    assert (images - batch.images).abs().max() <= eps + 1e-6 and images.min() >= 0 and images.max() <= 1
+    classifier.net.eval()
+    with torch.no_grad():
+        clean = F.cross_entropy(classifier.forward(batch.images), labels)
+        attacked = F.cross_entropy(classifier.forward(images), labels)
+    classifier.net.train()
+    assert attacked > clean
+
+
+def test_method_names_and_parameters_are_checked():
+    assert create_method("erm") is None
+    with pytest.raises(WeakspotError, match="unknown method 'mixup'"):
+        create_method("mixup")
+    with pytest.raises(WeakspotError, match="method 'worstofk'"):
+        create_method("worstofk", eps=3)
+    with pytest.raises(WeakspotError, match="not available yet"):
+        create_method("adversarial")
+
+
+def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
+    source, _ = make_shortcut_dataset(80, 32, cue_rate=0.5, signal=1.0, seed=9)
+    source.groups = {}
+    source_dir = write_imageset(source, tmp_path / "source", label="shape")
+    bench = tmp_path / "bench"
+    build_shortcut_benchmark(source_dir, "shape", bench, size=32, seed=0)
+    common = ["--data", str(bench), "--label", "shape", "--size", "32", "--model", "test_efficientnet",
+              "--weights", "none", "--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu"]
+    assert main(["finetune", *common, "--method", "worstofk", "--k", "2", "--out", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["method"] == "worstofk" and results["epochs_run"] == 1
+    groups = {(row["group"]["shape"], row["group"]["cue"]) for row in results["test"]["groups"]}
+    assert groups == {("tall", "button"), ("tall", "none"), ("wide", "button"), ("wide", "none")}
+    assert results["test"]["worst_group_accuracy"] <= results["test"]["accuracy"]
+    assert {row["group"]["shape"] for row in results["clean_test"]["groups"]} == {"tall", "wide"}
+    assert "worstofk: test accuracy" in capsys.readouterr().out
+    assert main(["finetune", *common, "--method", "adversarial", "--out", str(tmp_path / "adv")]) == 2
+    assert "not available yet" in capsys.readouterr().err
