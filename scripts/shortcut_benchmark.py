@@ -1,0 +1,110 @@
+"""Planted-shortcut benchmark: fine-tune EfficientNet-Lite0 with each method on a ``weakspot data shortcut``
+folder and print one side-by-side table (test accuracy, clean-test accuracy, accuracy per label x cue
+group, worst-group accuracy, wall time, training time and its ratio to ERM's); save it as JSON.
+
+    .venv/bin/weakspot data shortcut --source ../shared/data/utkface --label gender --cue button \
+        --rate 0.95 --out /tmp/shortcut96 --size 96
+    .venv/bin/python scripts/shortcut_benchmark.py --data /tmp/shortcut96 --work /tmp/shortcut_runs \
+        --json shortcut_benchmark.json
+
+Every method runs ``weakspot finetune`` with the same data, seed, epochs and standard augmentation; only
+the training-stream transform differs. "wall s" is measured around each whole run (data loading,
+evaluation, and for the first method the one-time imports); "train s" is the ``fit`` time alone, and the
+ratio to ERM is taken on it. Runs go one after another in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from weakspot.cli import main as weakspot_main
+from weakspot.fileio import atomic_write_json
+
+# Methods in table order, with their own finetune flags. The adversarial loop joins here as
+# ("adversarial", ["--attacks", "superpixel,button", "--rounds", "2"]) once `--method adversarial` works.
+METHODS: list[tuple[str, list[str]]] = [
+    ("erm", []),
+    ("cutout", ["--cutout-area", "0.06"]),
+    ("worstofk", ["--k", "5"]),
+    ("pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a folder written by `weakspot data shortcut`")
+    parser.add_argument("--label", default="gender")
+    parser.add_argument("--work", required=True, help="one run folder per method is created here")
+    parser.add_argument("--json", default=None, help="save the table here")
+    parser.add_argument("--methods", default=",".join(name for name, _ in METHODS))
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-images", type=int, default=None, help="seeded random subset of the benchmark rows")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on shared cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def run_method(args: argparse.Namespace, method: str, flags: list[str]) -> dict:
+    out = Path(args.work) / method
+    command = ["finetune", "--data", args.data, "--label", args.label, "--size", str(args.size),
+               "--model", "efficientnet_lite0", "--weights", "imagenet", "--method", method, *flags,
+               "--epochs", str(args.epochs), "--patience", "0", "--threads", str(args.threads),
+               "--seed", str(args.seed), "--out", str(out), "--no-progress"]
+    if args.max_images:
+        command += ["--max-images", str(args.max_images)]
+    started = time.perf_counter()
+    if weakspot_main(command) != 0:
+        raise SystemExit(f"weakspot {' '.join(command)} failed")
+    seconds = time.perf_counter() - started
+    results = json.loads((out / "results.json").read_text())
+    groups = {f"{row['group'][args.label]}/{row['group']['cue']}": row["accuracy"] for row in results["test"]["groups"]}
+    return {"method": method, "command": "weakspot " + " ".join(command), "test_accuracy": results["test"]["accuracy"],
+            "clean_test_accuracy": results.get("clean_test", {}).get("accuracy"), "groups": groups,
+            "group_sizes": {f"{row['group'][args.label]}/{row['group']['cue']}": row["n"] for row in results["test"]["groups"]},
+            "worst_group": results["test"]["worst_group"], "worst_group_accuracy": results["test"]["worst_group_accuracy"],
+            "wall_seconds": seconds, "train_seconds": results["train_seconds"]}
+
+
+def print_table(rows: list[dict]) -> None:
+    group_names = sorted({name for row in rows for name in row["groups"]})
+    table = Table(title="Planted-shortcut benchmark (test: cue independent of the label)")
+    for column in ("method", "test acc", "clean-test acc", *group_names, "worst group", "wall s", "train s", "train x ERM"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    erm_seconds = next((row["train_seconds"] for row in rows if row["method"] == "erm"), None)
+    for row in rows:
+        clean = row["clean_test_accuracy"]
+        table.add_row(row["method"], f"{row['test_accuracy']:.1%}", "-" if clean is None else f"{clean:.1%}",
+                      *(f"{row['groups'].get(name, float('nan')):.1%}" for name in group_names),
+                      f"{row['worst_group_accuracy']:.1%}", f"{row['wall_seconds']:.0f}", f"{row['train_seconds']:.0f}",
+                      "-" if erm_seconds is None else f"{row['train_seconds'] / erm_seconds:.2f}")
+    Console(width=200).print(table)
+
+
+def main() -> int:
+    args = parse_args()
+    flags = dict(METHODS)
+    chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in flags]
+    if unknown:
+        raise SystemExit(f"unknown method(s): {', '.join(unknown)} (known: {', '.join(flags)})")
+    load_before = os.getloadavg()
+    rows = [run_method(args, name, flags[name]) for name in chosen]
+    print_table(rows)
+    if args.json:
+        atomic_write_json(args.json, {"data": args.data, "size": args.size, "epochs": args.epochs,
+                                      "max_images": args.max_images, "threads": args.threads, "seed": args.seed,
+                                      "cpu_count": os.cpu_count(), "load_average_before": load_before,
+                                      "load_average_after": os.getloadavg(), "methods": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
