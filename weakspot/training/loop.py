@@ -201,7 +201,7 @@ class _Trainer:
         self.classifier = classifier
         self.config = config
         self.transform = transform
-        self.rank, self.world = _world()
+        self.world = _world()[1]
         self.device = classifier.device
         network = classifier.net
         if self.world > 1:
