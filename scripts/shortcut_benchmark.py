@@ -27,14 +27,17 @@ from rich.table import Table
 from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 
-# Methods in table order, with their own finetune flags. The adversarial loop joins here as
-# ("adversarial", ["--attacks", "superpixel,button", "--rounds", "2"]) once `--method adversarial` works.
-METHODS: list[tuple[str, list[str]]] = [
-    ("erm", []),
-    ("cutout", ["--cutout-area", "0.06"]),
-    ("worstofk", ["--k", "5"]),
-    ("pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
+# Table rows in order: (row name, finetune --method, its flags). The adversarial loop joins here as
+# ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--rounds", "2"]) once
+# `weakspot finetune --method adversarial` works.
+METHODS: list[tuple[str, str, list[str]]] = [
+    ("erm", "erm", []),
+    ("cutout", "cutout", ["--cutout-area", "0.06"]),
+    ("worstofk", "worstofk", ["--k", "5"]),
+    ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
+    ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
 ]
+ROW_NAME = "row.json"
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label", default="gender")
     parser.add_argument("--work", required=True, help="one run folder per method is created here")
     parser.add_argument("--json", default=None, help="save the table here")
-    parser.add_argument("--methods", default=",".join(name for name, _ in METHODS))
+    parser.add_argument("--methods", default=",".join(name for name, _, _ in METHODS), help="rows to run (see METHODS)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the row of a method whose run folder already holds a finished row.json")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-images", type=int, default=None, help="seeded random subset of the benchmark rows")
@@ -52,8 +57,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_method(args: argparse.Namespace, method: str, flags: list[str]) -> dict:
-    out = Path(args.work) / method
+def run_method(args: argparse.Namespace, name: str, method: str, flags: list[str]) -> dict:
+    out = Path(args.work) / name
+    if args.reuse and (out / ROW_NAME).is_file():
+        return json.loads((out / ROW_NAME).read_text())
     command = ["finetune", "--data", args.data, "--label", args.label, "--size", str(args.size),
                "--model", "efficientnet_lite0", "--weights", "imagenet", "--method", method, *flags,
                "--epochs", str(args.epochs), "--patience", "0", "--threads", str(args.threads),
@@ -66,11 +73,13 @@ def run_method(args: argparse.Namespace, method: str, flags: list[str]) -> dict:
     seconds = time.perf_counter() - started
     results = json.loads((out / "results.json").read_text())
     groups = {f"{row['group'][args.label]}/{row['group']['cue']}": row["accuracy"] for row in results["test"]["groups"]}
-    return {"method": method, "command": "weakspot " + " ".join(command), "test_accuracy": results["test"]["accuracy"],
+    row = {"method": name, "command": "weakspot " + " ".join(command), "test_accuracy": results["test"]["accuracy"],
             "clean_test_accuracy": results.get("clean_test", {}).get("accuracy"), "groups": groups,
             "group_sizes": {f"{row['group'][args.label]}/{row['group']['cue']}": row["n"] for row in results["test"]["groups"]},
             "worst_group": results["test"]["worst_group"], "worst_group_accuracy": results["test"]["worst_group_accuracy"],
             "wall_seconds": seconds, "train_seconds": results["train_seconds"]}
+    atomic_write_json(out / ROW_NAME, row)
+    return row
 
 
 def print_table(rows: list[dict]) -> None:
@@ -90,13 +99,13 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> int:
     args = parse_args()
-    flags = dict(METHODS)
+    rows_by_name = {name: (method, flags) for name, method, flags in METHODS}
     chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in flags]
+    unknown = [name for name in chosen if name not in rows_by_name]
     if unknown:
-        raise SystemExit(f"unknown method(s): {', '.join(unknown)} (known: {', '.join(flags)})")
+        raise SystemExit(f"unknown method(s): {', '.join(unknown)} (known: {', '.join(rows_by_name)})")
     load_before = os.getloadavg()
-    rows = [run_method(args, name, flags[name]) for name in chosen]
+    rows = [run_method(args, name, *rows_by_name[name]) for name in chosen]
     print_table(rows)
     if args.json:
         atomic_write_json(args.json, {"data": args.data, "size": args.size, "epochs": args.epochs,
