@@ -81,7 +81,7 @@ def test_superpixel_ranking_puts_the_button_first(button_model, button_data):
 
 def test_guided_block_needs_a_fifth_of_the_exhaustive_queries(button_model, button_data):
     _, test, _ = button_data
-    images, labels = test.images[:24], test.labels[:24]
+    images, labels = test.images[:16], test.labels[:16]
     guided = create_attack("block", button_model, budget=200, search="guided")(images, labels)
     exhaustive = create_attack("block", button_model, budget=3000, search="exhaustive")(images, labels)
     assert exhaustive.success_rate >= 0.9
