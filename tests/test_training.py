@@ -73,7 +73,11 @@ class _InterruptAfter:
     on batch ``limit + 1``, i.e. a Ctrl-C in the middle of the second epoch."""
 
     def __init__(self, limit: int | None) -> None:
-        self.limit, self.calls, self.cutout = limit, 0, Cutout(area=0.1)
+        self.limit, self.calls, self.cutout, self.epochs_started = limit, 0, Cutout(area=0.1), []
+
+    def start_epoch(self, epoch, classifier):
+        assert not classifier.net.training
+        self.epochs_started.append(epoch)
 
     def __call__(self, images, labels, classifier):
         self.calls += 1
@@ -85,16 +89,20 @@ class _InterruptAfter:
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tiny, tmp_path):
     train, val = tiny
     reference = _model(train.class_names)
+    uninterrupted = _InterruptAfter(None)
     fit(reference, train.images, train.labels, CONFIG, val.images, val.labels, out_dir=tmp_path / "whole",
-        transform=_InterruptAfter(None))
+        transform=uninterrupted)
+    assert uninterrupted.epochs_started == [0, 1]
     interrupted = _model(train.class_names)
     with pytest.raises(KeyboardInterrupt):  # 64 images / 16 = 4 batches per epoch: stop in epoch 2
         fit(interrupted, train.images, train.labels, CONFIG, val.images, val.labels, out_dir=tmp_path / "cut",
             transform=_InterruptAfter(6))
     assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 1
     resumed = _model(train.class_names)  # a fresh process would start from scratch weights too
+    resuming = _InterruptAfter(None)
     result = fit(resumed, train.images, train.labels, CONFIG, val.images, val.labels, out_dir=tmp_path / "cut",
-                 resume=True, transform=_InterruptAfter(None))
+                 resume=True, transform=resuming)
+    assert resuming.epochs_started == [1]  # the per-epoch hook runs again for the replayed epoch only
     _assert_same(_weights(reference), _weights(resumed))
     assert [entry["epoch"] for entry in result.history] == [1, 2]
     whole_log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]

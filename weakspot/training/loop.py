@@ -40,7 +40,9 @@ from weakspot.models import Classifier, read_checkpoint
 from weakspot.training.augmentation import Prefetcher, standard_augmentation
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.Tensor, torch.Tensor]]
-"""(images, labels, classifier) -> (images, labels) to train on: see ``weakspot.augment.baselines``."""
+"""(images, labels, classifier) -> (images, labels) to train on: see ``weakspot.augment.baselines``. If the
+object also has ``start_epoch(epoch, classifier)``, ``fit`` calls it before every epoch (model in eval
+mode, after a resume's RNG restore): the place to refresh a pool of examples per round."""
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -314,6 +316,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         for epoch in range(start_epoch, config.epochs):
             if stopped:
                 break
+            if hasattr(transform, "start_epoch"):
+                transform.start_epoch(epoch, classifier)
             batches = _epoch_batches(len(labels), config, epoch, rank, world)
             update = bar.epoch(epoch + 1)
             classifier.net.train()
