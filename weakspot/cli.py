@@ -134,7 +134,7 @@ SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = 
     ("train", "fine-tune a timm model on a dataset", lambda parser: importlib.import_module("weakspot.training.cli").configure_train(parser)),
     ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _from_module("weakspot.explainers.cli")),
     ("attack", "run explainer-guided attacks and print a robustness table", _from_module("weakspot.attacks.cli")),
-    ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _not_available("bench", 5)),
+    ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _from_module("weakspot.bench")),
     ("finetune", "adversarial fine-tuning and its baselines", lambda parser: importlib.import_module("weakspot.training.cli").configure_finetune(parser)),
     ("check", "regression checks on a JSON report (exit 1 on failure)", _from_module("weakspot.check")),
 ]

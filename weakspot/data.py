@@ -221,6 +221,15 @@ def load_dataset(path: str | Path, size: int = 128, label: str | None = None, gr
     return load_image_folder(source, size, max_images=max_images, seed=seed)
 
 
+def align_labels(imageset: ImageSet, class_names: Sequence[str]) -> torch.Tensor:
+    """``imageset``'s labels re-indexed to a model's class order; a different class set is an error."""
+    if set(imageset.class_names) != set(class_names):
+        raise WeakspotError(f"{imageset.source}: classes {imageset.class_names} do not match the model's "
+                            f"{list(class_names)}")
+    mapping = torch.tensor([list(class_names).index(name) for name in imageset.class_names])
+    return mapping[imageset.labels]
+
+
 def split_indices(labels: torch.Tensor | np.ndarray | Sequence[int], seed: int = 0,
                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                   strata: Sequence[str] | None = None) -> dict[str, np.ndarray]:

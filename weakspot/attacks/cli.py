@@ -30,31 +30,29 @@ def check_attack_names(names: list[str]) -> list[str]:
     from weakspot.attacks import ATTACKS
     from weakspot.errors import WeakspotError
 
+    if names == ["all"]:
+        return list(ATTACKS)
     unknown = [name for name in names if name not in ATTACKS]
     if unknown or not names:
-        raise WeakspotError(f"unknown attack '{unknown[0] if unknown else ''}' (choose from {', '.join(ATTACKS)})")
+        raise WeakspotError(f"unknown attack '{unknown[0] if unknown else ''}' (choose from all, {', '.join(ATTACKS)})")
     return list(dict.fromkeys(names))
 
 
-def align_labels(imageset, classifier):
-    """Dataset labels re-indexed to the checkpoint's class order; a different class set is an error."""
-    import torch
+def attack_params(name: str, budget: int, **optional: int) -> dict[str, int]:
+    """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight) the attack takes."""
+    from weakspot.attacks import ATTACKS
 
-    from weakspot.errors import WeakspotError
-
-    if set(imageset.class_names) != set(classifier.class_names):
-        raise WeakspotError(f"{imageset.source}: classes {imageset.class_names} do not match the checkpoint's "
-                            f"{classifier.class_names}")
-    mapping = torch.tensor([classifier.class_names.index(name) for name in imageset.class_names])
-    return mapping[imageset.labels]
+    accepted = inspect.signature(ATTACKS[name].__init__).parameters
+    return {"budget": budget, **{key: value for key, value in optional.items() if key in accepted}}
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from weakspot.attacks import ATTACKS, create_attack
+    from weakspot.attacks import create_attack
     from weakspot.attacks.report import attack_report, example_grid
     from weakspot.cli import console, dataset_from_args, micro_batch_from_args
+    from weakspot.data import align_labels
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_checkpoint
     from weakspot.report import attacks_table, groups_table
@@ -62,13 +60,11 @@ def run(args: argparse.Namespace) -> int:
     names = check_attack_names(args.attacks)
     classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
     imageset = dataset_from_args(args)
-    labels = align_labels(imageset, classifier)
+    labels = align_labels(imageset, classifier.class_names)
     torch.manual_seed(args.seed)
     results = []
     for name in names:
-        params = {"budget": args.budget}
-        if "seed" in inspect.signature(ATTACKS[name].__init__).parameters:
-            params["seed"] = args.seed
+        params = attack_params(name, args.budget, seed=args.seed)
         with console.status(f"attack {name} on {len(labels)} images"):
             results.append(create_attack(name, classifier, **params)(imageset.images, labels))
     groups = [imageset.group_of(index, args.groups) for index in range(len(labels))] if args.groups else None

@@ -15,8 +15,8 @@ A method that needs a whole dataset per round (the adversarial loop: attack the 
 fooled the model with its true label) has two ways in: give the transform a ``start_epoch(epoch,
 classifier)`` method, which ``fit`` calls before every epoch (model in eval mode; after a resume too), to
 refresh its pool, and let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
-/ ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial"
-refuses to run until the loop (``weakspot.augment.adversarial``) is wired in there.
+/ ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial" is
+``weakspot.augment.adversarial.AdversarialAugment`` (the first way).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import albumentations as A
 import torch
 import torch.nn.functional as F
 
+from weakspot.augment.adversarial import AdversarialAugment
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
 from weakspot.training.augmentation import AlbumentationsBatch, draw_seed
@@ -119,17 +120,12 @@ class PgdTraining:
         return adversarial.detach(), labels
 
 
-def _not_available_yet(**params: Any) -> BatchTransform:
-    raise WeakspotError("method 'adversarial' is not available yet (the adversarial loop is being wired into "
-                        "weakspot finetune; see issue 7)")
-
-
 METHODS: dict[str, Callable[..., BatchTransform | None]] = {
     "erm": lambda: None,
     "cutout": Cutout,
     "worstofk": WorstOfK,
     "pgd": PgdTraining,
-    "adversarial": _not_available_yet,  # replaced by the adversarial loop's factory when it lands
+    "adversarial": AdversarialAugment,  # needs images= and labels= (the training set it attacks)
 }
 
 

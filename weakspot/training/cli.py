@@ -47,8 +47,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
+    from weakspot.augment.adversarial import DEFAULT_ATTACKS
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
-    from weakspot.cli import positive_int
+    from weakspot.cli import comma_list, positive_int
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
@@ -57,6 +58,13 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=positive_int, default=5, help="worstofk: random spatial variants per image")
     parser.add_argument("--pgd-eps", type=float, default=4.0, help="pgd: L-inf radius in /255 units")
     parser.add_argument("--pgd-steps", type=positive_int, default=3)
+    parser.add_argument("--attacks", type=comma_list, default=list(DEFAULT_ATTACKS),
+                        help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
+    parser.add_argument("--budget", type=positive_int, default=100, help="adversarial: queries per image and attack")
+    parser.add_argument("--fraction", type=float, default=0.5, help="adversarial: share of training images attacked per round")
+    parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
+    parser.add_argument("--adv-warmup", type=int, default=1, help="adversarial: plain epochs before the first round")
+    parser.add_argument("--refresh", type=positive_int, default=1, help="adversarial: epochs between attack rounds")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -68,6 +76,9 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"k": args.k}
     if method == "pgd":
         return {"eps": args.pgd_eps / 255, "alpha": args.pgd_eps / 2 / 255, "steps": args.pgd_steps}
+    if method == "adversarial":
+        return {"attacks": args.attacks, "budget": args.budget, "fraction": args.fraction, "mix_ratio": args.mix_ratio,
+                "warmup_epochs": args.adv_warmup, "refresh": args.refresh, "seed": args.seed}
     return {}
 
 
@@ -123,7 +134,6 @@ def run(args: argparse.Namespace, method: str) -> int:
     from weakspot.training.evaluation import evaluate_groups
     from weakspot.training.loop import TrainConfig, fit
 
-    transform = create_method(method, **(method_params(args, method) if hasattr(args, "method") else {}))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          label_smoothing=args.label_smoothing, seed=args.seed, warmup_epochs=args.warmup_epochs,
                          schedule=args.schedule, patience=args.patience or None, augment=not args.no_augment)
@@ -134,6 +144,10 @@ def run(args: argparse.Namespace, method: str) -> int:
     try:
         splits = load_splits(args)
         train = splits["train"]
+        params = method_params(args, method) if hasattr(args, "method") else {}
+        if method == "adversarial":
+            params.update(images=train.images, labels=train.labels)
+        transform = create_method(method, **params)
         label_name = args.label or "class"
         torch.manual_seed(args.seed)
         weights = None if args.weights == "none" else args.weights

@@ -1,0 +1,92 @@
+"""The adversarial augmentation loop: attack the current model, keep what fooled it with its TRUE label,
+mix it into the training stream, fine-tune, repeat.
+
+The attacks are semantic occlusions (a segment filled away, a dark patch added, a crop), so the label of a
+fooling image does not change: training on it teaches the model that the occluded evidence is not what
+decides the class. Both cue-conflicting directions appear: removing a shortcut cue (a fill that looks like
+absence) and adding one (a dark fill where a "button" would be).
+
+It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
+round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
+images, and ``__call__`` appends pool images to every batch at ``mix_ratio``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from weakspot.attacks import create_attack
+from weakspot.errors import WeakspotError
+from weakspot.models import Classifier
+
+DEFAULT_ATTACKS = ("superpixel", "button")
+
+
+@dataclass
+class RoundLog:
+    epoch: int
+    attacked: int
+    fooled: dict[str, int]
+    seconds: float
+
+
+def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                        attacks: Sequence[str], budget: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Run each attack on (images, labels); the fooling images, their true labels and counts per attack."""
+    kept_images, kept_labels, counts = [], [], {}
+    for name in attacks:
+        result = create_attack(name, classifier, budget=budget)(images, labels)
+        fooled = result.fooled.cpu()
+        kept_images.append(result.adversarial.cpu()[fooled])
+        kept_labels.append(labels.cpu()[fooled])
+        counts[name] = int(fooled.sum())
+    return torch.cat(kept_images), torch.cat(kept_labels), counts
+
+
+class AdversarialAugment:
+    """Training-stream transform of the adversarial loop (see the module docstring).
+
+    The pool holds the latest round only and each round's sample is seeded by (seed, epoch), so with
+    ``refresh=1`` a resumed run rebuilds exactly the pool an uninterrupted run had.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
+                 fraction: float = 0.5, budget: int = 100, mix_ratio: float = 0.5, warmup_epochs: int = 1,
+                 refresh: int = 1, seed: int = 0) -> None:
+        if not attacks:
+            raise WeakspotError("the adversarial loop needs at least one attack")
+        if not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1:
+            raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio > 0, budget >= 1, "
+                                "warm-up >= 0 and refresh >= 1 are required")
+        self.images, self.labels = images, labels
+        self.attacks, self.fraction, self.budget = tuple(attacks), fraction, budget
+        self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
+        self.pool_images = torch.empty(0)
+        self.pool_labels = torch.empty(0, dtype=torch.long)
+        self.history: list[RoundLog] = []
+
+    def start_epoch(self, epoch: int, classifier: Classifier) -> None:
+        """Attack a fresh sample of the training images with the current model on round epochs."""
+        if epoch < self.warmup_epochs or (epoch - self.warmup_epochs) % self.refresh:
+            return
+        started = time.perf_counter()
+        rng = np.random.default_rng([self.seed, epoch])
+        count = max(1, int(round(self.fraction * len(self.labels))))
+        chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
+        self.pool_images, self.pool_labels, counts = collect_adversarial(
+            classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget)
+        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started))
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
+        if not len(self.pool_labels):
+            return images, labels
+        extra = max(1, int(round(self.mix_ratio * len(labels))))
+        picked = torch.randint(len(self.pool_labels), (extra,))
+        return (torch.cat([images, self.pool_images[picked].to(images.device)]),
+                torch.cat([labels, self.pool_labels[picked].to(labels.device)]))

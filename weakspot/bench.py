@@ -1,0 +1,213 @@
+"""``weakspot bench``: every attack on a dataset, a table per attack and per subgroup, curves, examples,
+and the stable ``report.json``. Under torchrun each rank attacks a contiguous shard of the images and
+rank 0 merges the per-image records into one report (same numbers as one process)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from weakspot.attacks import create_attack
+from weakspot.attacks.cli import attack_params, check_attack_names
+from weakspot.attacks.base import AttackResult
+from weakspot.cli import add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args, micro_batch_from_args, positive_int
+from weakspot.data import ImageSet, align_labels
+from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
+from weakspot.errors import WeakspotError
+from weakspot.fileio import atomic_write, atomic_write_json
+from weakspot.models import Classifier, load_checkpoint
+from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table
+
+console = Console()
+CHUNK = 32  # images per attack call: the progress bar's step, and what one call keeps in flight
+
+
+def run_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attack_names: list[str],
+                budget: int, groups: list[dict[str, str]], seed: int = 0, show_progress: bool = True,
+                done: BenchRecords | None = None, on_chunk: Callable[[BenchRecords], None] | None = None,
+                ) -> tuple[BenchRecords, dict[str, list[AttackResult]]]:
+    """Attack ``images`` chunk by chunk with each attack; per-image records plus the raw results.
+
+    ``done`` holds records of an interrupted run: images it covered are not attacked again (attacks are
+    deterministic per image, so the merged records equal an uninterrupted run). One candidate in flight
+    per image keeps query counts independent of which images share a chunk (shards, resumes). ``on_chunk`` receives the
+    records after every chunk (to save them).
+    """
+    predicted, _ = classifier.predict(images)
+    records = BenchRecords(correct=(predicted == labels).tolist(), groups=groups)
+    results: dict[str, list[AttackResult]] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
+        for name in attack_names:
+            attack = create_attack(name, classifier, **attack_params(name, budget, seed=seed, max_in_flight=1))
+            previous = done.attacks.get(name) if done is not None else None
+            attack_records = previous if previous is not None else AttackRecords(name)
+            records.attacks[name] = attack_records
+            task = progress.add_task(f"{name:>10}", total=len(labels), completed=len(attack_records.fooled))
+            results[name] = []
+            for start in range(len(attack_records.fooled), len(labels), CHUNK):
+                started = time.perf_counter()
+                result = attack(images[start:start + CHUNK], labels[start:start + CHUNK])
+                chunk_records = AttackRecords.from_result(result)
+                chunk_records.seconds = time.perf_counter() - started
+                attack_records.extend(chunk_records)
+                results[name].append(result)
+                progress.advance(task, len(result.labels))
+                if on_chunk is not None:
+                    on_chunk(records)
+    return records, results
+
+
+def _state_path(report_path: str, rank: Rank) -> Path:
+    suffix = f".rank{rank.rank}.partial" if rank.distributed else ".partial"
+    return Path(report_path + suffix)
+
+
+def _run_identity(args: argparse.Namespace, rank: Rank, attack_names: list[str]) -> dict[str, object]:
+    """What must match for a resumed run to finish the same job."""
+    return {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
+            "label": args.label, "groups": args.groups, "size": args.size, "max_images": args.max_images,
+            "seed": args.seed, "budget": args.budget, "attacks": attack_names, "rank": rank.rank,
+            "world_size": rank.world_size}
+
+
+def _load_state(path: Path, identity: dict[str, object]) -> BenchRecords | None:
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if state["identity"] != identity:
+            raise WeakspotError(f"{path}: saved state belongs to a different run (arguments differ); "
+                                "delete it or repeat the original arguments")
+        return BenchRecords(state["correct"], state["groups"],
+                            {name: AttackRecords(**fields) for name, fields in state["attacks"].items()})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise WeakspotError(f"{path}: unreadable saved state ({type(error).__name__})") from None
+
+
+def _save_state(path: Path, identity: dict[str, object], records: BenchRecords) -> None:
+    atomic_write_json(path, {"identity": identity, "correct": records.correct, "groups": records.groups,
+                             "attacks": {name: asdict(attack) for name, attack in records.attacks.items()}})
+
+
+def save_area_curves(records: BenchRecords, path: Path) -> Path:
+    """Success rate vs occluded area: for each attack, the fraction of correctly classified images fooled
+    with an occluded area of at most x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    attacked = max(1, sum(records.correct))
+    for name, attack in records.attacks.items():
+        areas = sorted(a for a, f, c in zip(attack.area, attack.fooled, records.correct) if f and c)
+        if not areas:
+            continue
+        xs = [0.0] + areas
+        ys = [0.0] + [(i + 1) / attacked for i in range(len(areas))]
+        axis.step(xs, ys, where="post", label=name)
+    axis.set_xlabel("occluded area (fraction of the image)")
+    axis.set_ylabel("success rate (of correctly classified)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (weakspot train/finetune)")
+    add_data_arguments(parser)
+    add_runtime_arguments(parser)
+    parser.add_argument("--attacks", type=comma_list, default=["all"], help="comma list of attacks, or all")
+    parser.add_argument("--budget", type=positive_int, default=200, help="model queries per image and attack")
+    parser.add_argument("--json", default=None, help="write report.json here")
+    parser.add_argument("--out", default=None, help="folder for the PNG curves and example grid")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from REPORT.partial (needs --json)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    attack_names = check_attack_names(args.attacks)
+    if args.resume and not args.json:
+        raise WeakspotError("--resume needs --json: the saved state lives beside the report")
+    rank, device = init_distributed(args.device)
+    try:
+        torch.manual_seed(args.seed)
+        classifier = load_checkpoint(args.checkpoint, device=device, micro_batch=micro_batch_from_args(args))
+        imageset = dataset_from_args(args)
+        labels = align_labels(imageset, classifier.class_names)
+        start, stop = shard_bounds(len(labels), rank)
+        groups = [imageset.group_of(i, args.groups) for i in range(start, stop)]
+        identity = _run_identity(args, rank, attack_names)
+        state_path = _state_path(args.json, rank) if args.json else None
+        done = _load_state(state_path, identity) if args.resume and state_path else None
+        save = (lambda records: _save_state(state_path, identity, records)) if state_path else None
+        records, results = run_attacks(classifier, imageset.images[start:stop], labels[start:stop], attack_names,
+                                       args.budget, groups, seed=args.seed, show_progress=rank.is_main and not args.no_progress,
+                                       done=done, on_chunk=save)
+        gathered = gather_to_main(records, rank)
+        if gathered is not None:
+            merged = BenchRecords()
+            for shard in gathered:
+                merged.extend(shard)
+            _write_outputs(args, classifier, imageset, merged, results, imageset.images[start:stop])
+        if state_path is not None:
+            state_path.unlink(missing_ok=True)
+        return 0
+    finally:
+        finish_distributed()
+
+
+def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: ImageSet, merged: BenchRecords,
+                   results: dict[str, list[AttackResult]], shard_images: torch.Tensor) -> None:
+    """Rank 0: the tables, report.json and figures of the merged records."""
+    report = build_report(classifier.arch, imageset.source, merged)
+    console.print(attacks_table(report))
+    table = groups_table(report)
+    if table is not None:
+        console.print(table)
+    if args.json:
+        atomic_write_json(args.json, report)
+        console.print(f"report: {args.json}")
+    if args.out:
+        _write_figures(Path(args.out), merged, results, shard_images, classifier)
+
+
+def _write_figures(out: Path, records: BenchRecords, results: dict[str, list[AttackResult]],
+                   images: torch.Tensor, classifier: Classifier) -> None:
+    from weakspot.attacks.report import example_grid
+
+    curves = save_area_curves(records, out / "success_vs_area.png")
+    grid = example_grid({name: _concatenate(parts) for name, parts in results.items()}, images, out / "examples.png",
+                        classifier.class_names)
+    console.print(f"figures: {curves}, {grid}")
+
+
+def _concatenate(parts: list[AttackResult]) -> AttackResult:
+    """One AttackResult from the per-chunk results of one attack (for the example grid)."""
+    first = parts[0]
+    return AttackResult(
+        name=first.name, labels=torch.cat([p.labels for p in parts]), correct=torch.cat([p.correct for p in parts]),
+        fooled=torch.cat([p.fooled for p in parts]), adversarial=torch.cat([p.adversarial for p in parts]),
+        perturbations=[x for p in parts for x in p.perturbations],
+        original_class=torch.cat([p.original_class for p in parts]),
+        original_probability=torch.cat([p.original_probability for p in parts]),
+        adversarial_class=torch.cat([p.adversarial_class for p in parts]),
+        adversarial_probability=torch.cat([p.adversarial_probability for p in parts]),
+        queries=torch.cat([p.queries for p in parts]), seconds=sum(p.seconds for p in parts))
