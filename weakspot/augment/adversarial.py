@@ -8,7 +8,7 @@ absence) and adding one (a dark fill where a "button" would be).
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
 round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
-images, and ``__call__`` appends pool images to every batch at ``mix_ratio``.
+images, and ``__call__`` appends pool images to every batch at ``mix_ratio``, drawn class-balanced.
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class AdversarialAugment:
         if not len(self.pool_labels):
             return images, labels
         extra = max(1, int(round(self.mix_ratio * len(labels))))
-        picked = torch.randint(len(self.pool_labels), (extra,))
+        # Class-balanced draws: the pool is dominated by whichever class is easiest to fool, and training
+        # on that alone shifts the shortcut instead of removing it.
+        class_counts = torch.bincount(self.pool_labels)
+        weights = 1.0 / class_counts[self.pool_labels].float()
+        picked = torch.multinomial(weights, extra, replacement=True)
         return (torch.cat([images, self.pool_images[picked].to(images.device)]),
                 torch.cat([labels, self.pool_labels[picked].to(labels.device)]))

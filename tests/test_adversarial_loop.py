@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.augment.baselines import create_method
+from weakspot.errors import WeakspotError
+
+
+def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(button_data, button_model):
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    loop = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, mix_ratio=0.5,
+                              warmup_epochs=1, seed=0)
+    loop.start_epoch(0, button_model)
+    assert loop.history == [] and len(loop.pool_labels) == 0
+    batch, batch_labels = loop(images[:8], labels[:8], button_model)
+    assert batch.shape[0] == 8  # nothing to mix in before the first round
+    loop.start_epoch(1, button_model)
+    assert loop.history[0].fooled["superpixel"] == len(loop.pool_labels) >= 14
+    predicted, _ = button_model.predict(loop.pool_images)
+    assert bool((predicted != loop.pool_labels).all())  # every pool image fools the model
+    assert set(loop.pool_labels.tolist()) <= set(labels.tolist())
+    torch.manual_seed(0)
+    mixed, mixed_labels = loop(images[:8], labels[:8], button_model)
+    assert mixed.shape[0] == 12 and torch.equal(mixed[:8], images[:8])
+    again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, seed=0)
+    again.start_epoch(1, button_model)
+    assert torch.equal(again.pool_images, loop.pool_images)  # a resumed run rebuilds the same pool
+
+
+def test_pool_draws_are_class_balanced(button_data):
+    _, test, _ = button_data
+    loop = AdversarialAugment(test.images[:4], test.labels[:4], mix_ratio=1.0)
+    loop.pool_images = torch.zeros(10, 3, 4, 4)
+    loop.pool_labels = torch.tensor([0] * 9 + [1])
+    torch.manual_seed(0)
+    _, labels = loop(torch.zeros(2000, 3, 4, 4), torch.zeros(2000, dtype=torch.long), None)
+    share_of_rare_class = float((labels[2000:] == 1).float().mean())
+    assert 0.45 < share_of_rare_class < 0.55
+
+
+def test_adversarial_method_validates_its_parameters(button_data):
+    _, test, _ = button_data
+    with pytest.raises(WeakspotError, match="fraction in"):
+        create_method("adversarial", images=test.images, labels=test.labels, fraction=0.0)
+    with pytest.raises(WeakspotError, match="at least one attack"):
+        AdversarialAugment(test.images, test.labels, attacks=())
