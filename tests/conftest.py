@@ -37,3 +37,12 @@ def button_model(button_data) -> Classifier:
     classifier = load_model("test_efficientnet", weights=None, class_names=train.class_names, device="cpu")
     train_classifier(classifier, train.images, train.labels, TrainConfig(epochs=5, lr=3e-3, seed=0))
     return classifier
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on cores shared with other jobs, two OpenMP threads are several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

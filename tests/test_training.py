@@ -27,13 +27,7 @@ CONFIG = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=7, warmup_epochs=0.5
                      label_smoothing=0.1, augment=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on cores shared with other jobs, two OpenMP threads are several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from weakspot.models import load_model
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ rank 0 merges the per-image records into one report (same numbers as one process
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from weakspot.cli import add_data_arguments, add_runtime_arguments, comma_list, 
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write, atomic_write_json
+from weakspot.fileio import atomic_write_json
 from weakspot.models import Classifier, load_checkpoint
 from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table
 
@@ -102,10 +101,9 @@ def _save_state(path: Path, identity: dict[str, object], records: BenchRecords) 
 def save_area_curves(records: BenchRecords, path: Path) -> Path:
     """Success rate vs occluded area: for each attack, the fraction of correctly classified images fooled
     with an occluded area of at most x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from weakspot.explainers.figures import save_figure
 
     figure, axis = plt.subplots(figsize=(6, 4))
     attacked = max(1, sum(records.correct))
@@ -122,10 +120,7 @@ def save_area_curves(records: BenchRecords, path: Path) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    return save_figure(figure, path, dpi=120)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

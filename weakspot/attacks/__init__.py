@@ -10,8 +10,8 @@ from weakspot.attacks.base import Attack, AttackResult, Perturbation
 from weakspot.attacks.geometric import CropAttack, FlipAttack, SpatialAttack
 from weakspot.attacks.gradient import FgsmAttack, PgdAttack
 from weakspot.attacks.occlusion import BlockAttack, ButtonAttack, SuperpixelAttack
-from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
+from weakspot.registry import create_from
 
 ATTACKS: dict[str, type[Attack]] = {
     "superpixel": SuperpixelAttack,
@@ -27,12 +27,7 @@ ATTACKS: dict[str, type[Attack]] = {
 
 def create_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
     """The attack called ``name`` (see ``ATTACKS``) on ``classifier``; an unknown parameter is an error."""
-    if name not in ATTACKS:
-        raise WeakspotError(f"unknown attack '{name}' (choose from {', '.join(ATTACKS)})")
-    try:
-        return ATTACKS[name](classifier, **params)
-    except TypeError as error:
-        raise WeakspotError(f"attack '{name}': {error}") from None
+    return create_from(ATTACKS, "attack", name, classifier, **params)
 
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Perturbation", "create_attack"]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from weakspot.augment.adversarial import AdversarialAugment
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
+from weakspot.registry import create_from
 from weakspot.training.augmentation import AlbumentationsBatch, draw_seed
 from weakspot.training.loop import BatchTransform
 
@@ -132,9 +133,4 @@ METHODS: dict[str, Callable[..., BatchTransform | None]] = {
 def create_method(name: str, **params: Any) -> BatchTransform | None:
     """The training-stream transform of method ``name`` (None for plain ERM); unknown names and
     parameters are errors."""
-    if name not in METHODS:
-        raise WeakspotError(f"unknown method '{name}' (choose from {', '.join(METHODS)})")
-    try:
-        return METHODS[name](**params)
-    except TypeError as error:
-        raise WeakspotError(f"method '{name}': {error}") from None
+    return create_from(METHODS, "method", name, **params)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from weakspot.errors import WeakspotError
 from weakspot.explainers.base import Attribution, Explainer
 from weakspot.explainers.gradcam import GradCam
 from weakspot.explainers.lime import Lime
 from weakspot.explainers.occlusion import Occlusion
 from weakspot.explainers.shap import KernelShap, ShapPartition
 from weakspot.models import Classifier
+from weakspot.registry import create_from
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     "occlusion": Occlusion,
@@ -24,9 +24,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
 
 def create_explainer(name: str, classifier: Classifier, **params: Any) -> Explainer:
     """The explainer called ``name`` (see ``EXPLAINERS``), constructed on ``classifier``."""
-    if name not in EXPLAINERS:
-        raise WeakspotError(f"unknown explainer '{name}' (choose from {', '.join(sorted(EXPLAINERS))})")
-    return EXPLAINERS[name](classifier, **params)
+    return create_from(EXPLAINERS, "explainer", name, classifier, **params)
 
 
 __all__ = ["Attribution", "EXPLAINERS", "Explainer", "create_explainer"]
