@@ -105,5 +105,11 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert results["test"]["worst_group_accuracy"] <= results["test"]["accuracy"]
     assert {row["group"]["shape"] for row in results["clean_test"]["groups"]} == {"tall", "wide"}
     assert "worstofk: test accuracy" in capsys.readouterr().out
-    assert main(["finetune", *common, "--method", "adversarial", "--out", str(tmp_path / "adv")]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    adversarial = ["finetune", *common, "--method", "adversarial", "--attacks", "flip,crop", "--budget", "4",
+                   "--adv-warmup", "0", "--out", str(tmp_path / "adv")]
+    assert main(adversarial) == 0
+    results = json.loads((tmp_path / "adv" / "results.json").read_text())
+    assert results["method"] == "adversarial" and results["epochs_run"] == 1
+    capsys.readouterr()
+    assert main([*adversarial[:-2], "--attacks", "nosuch", "--out", str(tmp_path / "adv2")]) == 2
+    assert "nosuch" in capsys.readouterr().err
