@@ -27,15 +27,14 @@ from rich.table import Table
 from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 
-# Table rows in order: (row name, finetune --method, its flags). The adversarial loop joins here as
-# ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--rounds", "2"]) once
-# `weakspot finetune --method adversarial` works.
+# Table rows in order: (row name, finetune --method, its flags).
 METHODS: list[tuple[str, str, list[str]]] = [
     ("erm", "erm", []),
     ("cutout", "cutout", ["--cutout-area", "0.06"]),
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
+    ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--budget", "30", "--fraction", "0.5"]),
 ]
 ROW_NAME = "row.json"
 

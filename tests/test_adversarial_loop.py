@@ -45,3 +45,12 @@ def test_adversarial_method_validates_its_parameters(button_data):
         create_method("adversarial", images=test.images, labels=test.labels, fraction=0.0)
     with pytest.raises(WeakspotError, match="at least one attack"):
         AdversarialAugment(test.images, test.labels, attacks=())
+
+
+def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
+    _, test, _ = button_data
+    loop = AdversarialAugment(test.images[:4], test.labels[:4], warmup_epochs=1, refresh=2, rounds=2)
+    assert [epoch for epoch in range(8) if loop.is_round(epoch)] == [1, 3]
+    assert [epoch for epoch in range(6) if AdversarialAugment(test.images[:4], test.labels[:4]).is_round(epoch)] == [1, 2, 3, 4, 5]
+    with pytest.raises(WeakspotError, match="rounds >= 1"):
+        AdversarialAugment(test.images[:4], test.labels[:4], rounds=0)

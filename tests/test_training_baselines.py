@@ -110,6 +110,7 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert main(adversarial) == 0
     results = json.loads((tmp_path / "adv" / "results.json").read_text())
     assert results["method"] == "adversarial" and results["epochs_run"] == 1
+    assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [0]
     capsys.readouterr()
     assert main([*adversarial[:-2], "--attacks", "nosuch", "--out", str(tmp_path / "adv2")]) == 2
     assert "nosuch" in capsys.readouterr().err

@@ -57,22 +57,32 @@ class AdversarialAugment:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  fraction: float = 0.5, budget: int = 100, mix_ratio: float = 0.5, warmup_epochs: int = 1,
-                 refresh: int = 1, seed: int = 0) -> None:
+                 refresh: int = 1, rounds: int | None = None, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
-        if not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1:
+        if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
+                or (rounds is not None and rounds < 1)):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio > 0, budget >= 1, "
-                                "warm-up >= 0 and refresh >= 1 are required")
+                                "warm-up >= 0, refresh >= 1 and rounds >= 1 are required")
         self.images, self.labels = images, labels
         self.attacks, self.fraction, self.budget = tuple(attacks), fraction, budget
         self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
+        self.rounds = rounds
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
 
+    def is_round(self, epoch: int) -> bool:
+        """Round epochs: ``warmup_epochs``, then every ``refresh`` epochs, at most ``rounds`` of them; the
+        last pool stays in the stream after the last round."""
+        since_warmup = epoch - self.warmup_epochs
+        if since_warmup < 0 or since_warmup % self.refresh:
+            return False
+        return self.rounds is None or since_warmup // self.refresh < self.rounds
+
     def start_epoch(self, epoch: int, classifier: Classifier) -> None:
         """Attack a fresh sample of the training images with the current model on round epochs."""
-        if epoch < self.warmup_epochs or (epoch - self.warmup_epochs) % self.refresh:
+        if not self.is_round(epoch):
             return
         started = time.perf_counter()
         rng = np.random.default_rng([self.seed, epoch])

@@ -9,6 +9,7 @@ and optionally clean_test); any other dataset gets a seeded stratified 70/15/15 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
@@ -65,6 +66,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
     parser.add_argument("--adv-warmup", type=int, default=1, help="adversarial: plain epochs before the first round")
     parser.add_argument("--refresh", type=positive_int, default=1, help="adversarial: epochs between attack rounds")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -78,7 +81,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"eps": args.pgd_eps / 255, "alpha": args.pgd_eps / 2 / 255, "steps": args.pgd_steps}
     if method == "adversarial":
         return {"attacks": args.attacks, "budget": args.budget, "fraction": args.fraction, "mix_ratio": args.mix_ratio,
-                "warmup_epochs": args.adv_warmup, "refresh": args.refresh, "seed": args.seed}
+                "warmup_epochs": args.adv_warmup, "refresh": args.refresh, "rounds": args.rounds, "seed": args.seed}
     return {}
 
 
@@ -125,6 +128,7 @@ def _print_results(results: dict[str, Any]) -> None:
 def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
+    from weakspot.augment.adversarial import AdversarialAugment
     from weakspot.augment.baselines import create_method
     from weakspot.cli import micro_batch_from_args
     from weakspot.distributed import finish_distributed, init_distributed
@@ -170,6 +174,8 @@ def run(args: argparse.Namespace, method: str) -> int:
             "epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
             "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
+        if isinstance(transform, AdversarialAugment):
+            results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in transform.history]
         for split in EVAL_SPLITS:
             if split in splits:
                 group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]
