@@ -22,13 +22,15 @@ from weakspot.errors import WeakspotError
 console = Console()
 error_console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace], int]
+MAX_SEED = 2**32 - 1
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line style (still exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        error_console.print(f"weakspot {self.prog.split()[-1]}: error: {message}", highlight=False, markup=False)
+        error_console.print(f"weakspot {self.prog.split()[-1]}: error: {message}", highlight=False, markup=False,
+                            soft_wrap=True)
         raise SystemExit(2)
 
 
@@ -39,6 +41,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """A seed every generator we use accepts (numpy refuses negatives, lime's RandomState needs < 2**32)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """An image side that is positive and small enough to decode without exhausting memory."""
+    from weakspot.data import check_image_size
+
+    try:
+        return check_image_size(int(text))
+    except WeakspotError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -47,13 +67,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     parser.add_argument("--data", required=required, help="ImageFolder tree, a folder with labels.csv, or a CSV manifest")
     parser.add_argument("--label", default=None, help="label column of a CSV manifest (e.g. gender)")
     parser.add_argument("--groups", type=comma_list, default=[], help="comma-separated group columns (e.g. gender,race)")
-    parser.add_argument("--size", type=positive_int, default=96, help="image side in pixels (default 96)")
+    parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
     parser.add_argument("--max-images", type=positive_int, default=None, help="load a seeded random subset")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--micro-batch", default=None, help="images per model call: a number or 'auto'")
 
 
@@ -76,7 +96,7 @@ def dataset_from_args(args: argparse.Namespace):
     if imageset.skipped:
         first_path, first_reason = imageset.skipped[0]
         error_console.print(f"weakspot: skipped {len(imageset.skipped)} unreadable image(s); first: {first_reason}",
-                            highlight=False, markup=False)
+                            highlight=False, markup=False, soft_wrap=True)
     return imageset
 
 
@@ -100,7 +120,7 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     inspect = actions.add_parser("inspect", help="load a dataset and count classes, groups and skipped files")
     add_data_arguments(inspect)
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--seed", type=seed_int, default=0)
     inspect.set_defaults(handler=_run_data_inspect)
     shortcut = actions.add_parser("shortcut", help="build a planted-shortcut benchmark folder from a dataset")
     importlib.import_module("weakspot.shortcut").configure_benchmark_command(shortcut)

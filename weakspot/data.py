@@ -21,6 +21,7 @@ from weakspot.errors import WeakspotError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb limit, checked from the header before decoding
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # side after resizing: a 4096 px float image is already 200 MB
 MANIFEST_NAME = "labels.csv"
 LOADER_THREADS = 4
 
@@ -71,11 +72,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_image_size(size: int) -> int:
+    """Refuse a side that no model can use or that would exhaust memory once every image is resized."""
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise WeakspotError(f"image size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {size}")
+    return size
+
+
 def read_image(path: str | Path, size: int) -> torch.Tensor:
     """One image as a float tensor (3, size, size) in [0,1]: resized on the shorter side, centre-cropped.
 
     Raises ``WeakspotError`` naming the file for anything unreadable.
     """
+    return _decode(path, check_image_size(size))
+
+
+def _decode(path: str | Path, size: int) -> torch.Tensor:
+    """``read_image`` without the size check (done once per dataset)."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -94,10 +107,11 @@ def read_image(path: str | Path, size: int) -> torch.Tensor:
 
 def _read_all(paths: Sequence[Path], size: int) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
     """Decode in threads (PIL releases the GIL); failures become (path, reason) rows, not exceptions."""
+    check_image_size(size)
 
     def read_one(path: Path) -> torch.Tensor | str:
         try:
-            return read_image(path, size)
+            return _decode(path, size)
         except WeakspotError as error:
             return str(error)
 
@@ -167,10 +181,13 @@ def load_manifest(manifest: str | Path, label: str, groups: Sequence[str] = (), 
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as error:
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise WeakspotError(f"{manifest_path}: not a readable CSV ({error})") from None
     if not columns:
         raise WeakspotError(f"{manifest_path}: empty manifest (no header)")
+    repeated = [column for index, column in enumerate(columns) if column in columns[:index]]
+    if repeated:
+        raise WeakspotError(f"{manifest_path}: column '{repeated[0]}' appears twice in the header")
     for column in ["file", label, *groups]:
         if column not in columns:
             raise WeakspotError(f"{manifest_path}: no column '{column}' (columns: {', '.join(columns)})")
@@ -222,10 +239,12 @@ def load_dataset(path: str | Path, size: int = 128, label: str | None = None, gr
 
 
 def align_labels(imageset: ImageSet, class_names: Sequence[str]) -> torch.Tensor:
-    """``imageset``'s labels re-indexed to a model's class order; a different class set is an error."""
-    if set(imageset.class_names) != set(class_names):
-        raise WeakspotError(f"{imageset.source}: classes {imageset.class_names} do not match the model's "
-                            f"{list(class_names)}")
+    """``imageset``'s labels re-indexed to a model's class order. The data may hold only some of the
+    model's classes (a test set of one class); a label the model does not know is an error."""
+    unknown = [name for name in imageset.class_names if name not in class_names]
+    if unknown:
+        raise WeakspotError(f"{imageset.source}: unknown label '{unknown[0]}' (the model's classes: "
+                            f"{', '.join(class_names)})")
     mapping = torch.tensor([list(class_names).index(name) for name in imageset.class_names])
     return mapping[imageset.labels]
 

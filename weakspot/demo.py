@@ -33,18 +33,26 @@ DEMO_ATTACKS = ["superpixel", "block", "button", "crop", "flip", "pgd"]
 LABEL = "label"
 
 
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1], refused while parsing: the demo trains for minutes before using it."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.cli import add_data_arguments
+    from weakspot.cli import add_data_arguments, positive_int, seed_int
 
     add_data_arguments(parser, required=False)
     parser.set_defaults(size=64)
-    parser.add_argument("--images", type=int, default=512, help="generated training images (default 512)")
-    parser.add_argument("--signal", type=float, default=0.3, help="how much the true shape tells (0-1)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--bench-images", type=int, default=48, help="test images attacked in the benchmark")
-    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--images", type=positive_int, default=512, help="generated training images (default 512)")
+    parser.add_argument("--signal", type=unit_fraction, default=0.3, help="how much the true shape tells (0-1)")
+    parser.add_argument("--epochs", type=positive_int, default=4)
+    parser.add_argument("--bench-images", type=positive_int, default=48, help="test images attacked in the benchmark")
+    parser.add_argument("--budget", type=positive_int, default=100)
     parser.add_argument("--out", default="demo_out", help="folder for the PNG figures")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default="auto")
     parser.set_defaults(handler=run)
 

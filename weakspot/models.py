@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import textwrap
 import time
 import zipfile
 from collections.abc import Sequence
@@ -36,7 +37,10 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
     """CUDA when present, else CPU; an explicit choice is checked rather than trusted."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise WeakspotError(f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise WeakspotError(f"device '{device}' requested but CUDA is not available on this machine")
     return chosen
@@ -316,6 +320,8 @@ def save_checkpoint(path: str | os.PathLike, classifier: Classifier, meta: dict[
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict, loaded with ``weights_only=True`` so an untrusted file cannot run code."""
     checkpoint_path = Path(path)
+    if checkpoint_path.is_dir():
+        raise WeakspotError(f"{checkpoint_path}: is a directory, not a checkpoint file")
     if not checkpoint_path.is_file():
         raise WeakspotError(f"{checkpoint_path}: checkpoint not found")
     if not zipfile.is_zipfile(checkpoint_path):
@@ -348,8 +354,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise WeakspotError(f"{path}: weights do not fit '{arch}' with {len(class_names)} classes ({first_line})") from None
+        # torch's message is a header line, then one line per missing / unexpected / mis-shaped tensor
+        lines = [line.strip() for line in str(error).strip().splitlines()]
+        detail = textwrap.shorten(lines[1] if len(lines) > 1 else lines[0], 200, placeholder=" ...")
+        raise WeakspotError(f"{path}: weights do not fit '{arch}' with {len(class_names)} classes ({detail})") from None
     preprocessing = Preprocessing(
         input_size=preprocessing_fields.get("input_size"),
         mean=tuple(preprocessing_fields.get("mean", IMAGENET_MEAN)),

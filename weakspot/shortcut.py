@@ -156,9 +156,12 @@ def write_imageset(imageset: ImageSet, out: str | Path, label: str) -> Path:
     try:
         (staging / "images").mkdir()
         names = [f"images/{index:05d}.png" for index in range(len(imageset))]
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             list(pool.map(lambda job: _write_png(staging / job[0], job[1]), zip(names, imageset.images)))
-        columns = list(imageset.groups)
+        finally:  # on Ctrl-C / SIGTERM drop the queued images, so the clean-up below is prompt and race-free
+            pool.shutdown(wait=True, cancel_futures=True)
+        columns = [column for column in imageset.groups if column not in ("file", label)]  # no repeated header
         rows = [[name, imageset.class_names[int(value)], *(imageset.groups[c][index] for c in columns)]
                 for index, (name, value) in enumerate(zip(names, imageset.labels))]
         buffer = io.StringIO()
@@ -225,7 +228,7 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
 
 def configure_benchmark_command(parser) -> None:
     """``weakspot data shortcut``: arguments of ``build_shortcut_benchmark``."""
-    from weakspot.cli import positive_int
+    from weakspot.cli import image_size, positive_int, seed_int
 
     parser.add_argument("--source", required=True, help="dataset to plant the cue in (folder with labels.csv, CSV or ImageFolder)")
     parser.add_argument("--label", required=True, help="label column (e.g. gender)")
@@ -233,8 +236,8 @@ def configure_benchmark_command(parser) -> None:
     parser.add_argument("--rate", type=float, default=0.95, help="share of the cue class's train/val images with the cue")
     parser.add_argument("--cue-class", default=None, help="class that carries the cue (default: the second class)")
     parser.add_argument("--out", required=True, help="benchmark folder to create (must not exist)")
-    parser.add_argument("--size", type=positive_int, default=96, help="image side in pixels (default 96)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None, help="use a seeded random subset of the source")
     parser.set_defaults(handler=_run_benchmark_command)
 

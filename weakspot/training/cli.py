@@ -80,8 +80,12 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "pgd":
         return {"eps": args.pgd_eps / 255, "alpha": args.pgd_eps / 2 / 255, "steps": args.pgd_steps}
     if method == "adversarial":
-        return {"attacks": args.attacks, "budget": args.budget, "fraction": args.fraction, "mix_ratio": args.mix_ratio,
-                "warmup_epochs": args.adv_warmup, "refresh": args.refresh, "rounds": args.rounds, "seed": args.seed}
+        from weakspot.attacks.cli import check_attack_names
+
+        # checked here: with --adv-warmup the first attack is built only after epochs of training
+        return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
+                "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
+                "rounds": args.rounds, "seed": args.seed}
     return {}
 
 
