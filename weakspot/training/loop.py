@@ -48,6 +48,8 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 LOG_NAME = "log.jsonl"
 SCHEDULES = ("constant", "cosine")
+RESUME_STATE = ("optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history", "best_epoch",
+                "best_val_accuracy", "waited", "stopped")  # what every epoch's last.pt holds in extra_state
 RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "warmup_epochs",
                "schedule", "augment")
 
@@ -250,8 +252,17 @@ class _Trainer:
                 dist.broadcast(buffer, src=0)
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = asdict(config)
+def _check_resumable(payload: dict[str, Any], classifier: Classifier, config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint that is not a training run's own (a copied model, another architecture or class
+    set, other settings) before anything is loaded or rewritten."""
+    extra = payload.get("extra_state")
+    missing = [key for key in RESUME_STATE if not isinstance(extra, dict) or key not in extra]
+    if missing:
+        raise WeakspotError(f"{path}: not a resumable training checkpoint (no '{missing[0]}' state); start a new --out")
+    if payload.get("arch") != classifier.arch or list(payload.get("class_names", [])) != classifier.class_names:
+        raise WeakspotError(f"{path}: holds a '{payload.get('arch')}' with classes {payload.get('class_names')}, this "
+                            f"run trains a '{classifier.arch}' with {classifier.class_names}; start a new --out")
+    saved, current = extra["config"], asdict(config)
     for key in RESUME_KEYS:
         if saved.get(key) != current[key]:
             raise WeakspotError(f"{path}: was written with {key}={saved.get(key)!r}, this run has {current[key]!r}; "
@@ -292,8 +303,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         if out is None or not (out / LAST_CHECKPOINT).is_file():
             raise WeakspotError(f"{out / LAST_CHECKPOINT if out else 'resume'}: nothing to resume (no checkpoint)")
         payload = read_checkpoint(out / LAST_CHECKPOINT)
+        _check_resumable(payload, classifier, config, out / LAST_CHECKPOINT)
         extra = payload["extra_state"]
-        _check_resumable(extra["config"], config, out / LAST_CHECKPOINT)
         if len(extra["rng"]) != world:
             raise WeakspotError(f"{out / LAST_CHECKPOINT}: written by {len(extra['rng'])} process(es), resumed by {world}")
         classifier.model.load_state_dict(payload["state_dict"])
