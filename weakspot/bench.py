@@ -18,13 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from weakspot.attacks import create_attack
 from weakspot.attacks.cli import attack_params, check_attack_names
 from weakspot.attacks.base import AttackResult
-from weakspot.cli import add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args, micro_batch_from_args, positive_int
+from weakspot.attacks.search import correctly_classified
+from weakspot.cli import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args, error_console,
+                          micro_batch_from_args, positive_int)
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_json
+from weakspot.fileio import atomic_write_json, check_output_file
 from weakspot.models import Classifier, load_checkpoint
-from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table
+from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table, nonfinite_notes
 
 console = Console()
 CHUNK = 32  # images per attack call: the progress bar's step, and what one call keeps in flight
@@ -41,8 +43,9 @@ def run_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tens
     per image keeps query counts independent of which images share a chunk (shards, resumes). ``on_chunk`` receives the
     records after every chunk (to save them).
     """
-    predicted, _ = classifier.predict(images)
-    records = BenchRecords(correct=(predicted == labels).tolist(), groups=groups)
+    correct = torch.zeros(len(labels), dtype=torch.bool)
+    correct[correctly_classified(classifier.predict_proba(images), labels)] = True  # a NaN output is not correct
+    records = BenchRecords(correct=correct.tolist(), groups=groups)
     results: dict[str, list[AttackResult]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
@@ -141,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     attack_names = check_attack_names(args.attacks)
     if args.resume and not args.json:
         raise WeakspotError("--resume needs --json: the saved state lives beside the report")
+    for output in filter(None, (args.json, args.out and Path(args.out) / "examples.png")):
+        check_output_file(output)
     rank, device = init_distributed(args.device)
     try:
         torch.manual_seed(args.seed)
@@ -174,6 +179,8 @@ def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: I
     """Rank 0: the tables, report.json and figures of the merged records."""
     report = build_report(classifier.arch, imageset.source, merged)
     console.print(attacks_table(report))
+    for note in nonfinite_notes(report):
+        error_console.print(note, highlight=False, markup=False, soft_wrap=True)
     table = groups_table(report)
     if table is not None:
         console.print(table)
@@ -205,4 +212,5 @@ def _concatenate(parts: list[AttackResult]) -> AttackResult:
         original_probability=torch.cat([p.original_probability for p in parts]),
         adversarial_class=torch.cat([p.adversarial_class for p in parts]),
         adversarial_probability=torch.cat([p.adversarial_probability for p in parts]),
-        queries=torch.cat([p.queries for p in parts]), seconds=sum(p.seconds for p in parts))
+        queries=torch.cat([p.queries for p in parts]), seconds=sum(p.seconds for p in parts),
+        nonfinite=torch.cat([p.nonfinite for p in parts]))

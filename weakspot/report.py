@@ -7,7 +7,7 @@ Schema (stable; documented in the README)::
 
     {"model": str, "dataset": str, "n": int, "clean_accuracy": float,
      "attacks": [{"name": str, "success_rate": float, "robust_accuracy": float, "mean_area": float,
-                  "mean_queries": float, "seconds": float}],
+                  "mean_queries": float, "seconds": float, "nonfinite": int}],
      "groups": [{"group": {attr: value}, "n": int, "clean_error": float, "robust_error": {attack: float}}]}
 """
 
@@ -38,19 +38,22 @@ class AttackRecords:
     area: list[float] = field(default_factory=list)  # occluded area where fooled, else 0
     queries: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    nonfinite: list[bool] = field(default_factory=list)  # the model returned NaN/inf for the image
 
     @classmethod
     def from_result(cls, result: AttackResult) -> AttackRecords:
         areas = [perturbation.area if fooled and perturbation is not None else 0.0
                  for perturbation, fooled in zip(result.perturbations, result.fooled.tolist())]
+        nonfinite = [False] * len(areas) if result.nonfinite is None else [bool(v) for v in result.nonfinite.tolist()]
         return cls(result.name, [bool(v) for v in result.fooled.tolist()], areas,
-                   [int(v) for v in result.queries.tolist()], result.seconds)
+                   [int(v) for v in result.queries.tolist()], result.seconds, nonfinite)
 
     def extend(self, other: AttackRecords) -> None:
         self.fooled += other.fooled
         self.area += other.area
         self.queries += other.queries
         self.seconds += other.seconds
+        self.nonfinite += other.nonfinite
 
 
 @dataclass
@@ -84,6 +87,7 @@ def attack_summary(records: AttackRecords, correct: Sequence[bool]) -> dict[str,
         "mean_area": _mean(areas),
         "mean_queries": _mean(records.queries),
         "seconds": records.seconds,
+        "nonfinite": sum(records.nonfinite),
     }
 
 
@@ -111,6 +115,14 @@ def build_report(model: str, dataset: str, records: BenchRecords) -> dict[str, A
         "attacks": [attack_summary(attack, correct) for attack in records.attacks.values()],
         "groups": groups if records.groups and records.groups[0] else [],
     }
+
+
+def nonfinite_notes(report: dict[str, Any]) -> list[str]:
+    """One line per attack under which the model returned NaN/inf, so such a model is not silently
+    scored (those outputs never count as fooled; a NaN clean output counts as misclassified)."""
+    return [f"weakspot: the model returned NaN/inf for {attack['nonfinite']} of {report['n']} image(s) under "
+            f"'{attack['name']}' (never counted as fooled; NaN clean outputs count as misclassified)"
+            for attack in report["attacks"] if attack.get("nonfinite")]
 
 
 def _is_number(value: Any) -> bool:

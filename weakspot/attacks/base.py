@@ -41,7 +41,9 @@ class AttackResult:
 
     ``correct``: the clean prediction equals the label (only those are attacked); ``fooled``: a perturbation
     was found that changes the prediction away from the label; ``adversarial`` is the perturbed image where
-    fooled, the original elsewhere; ``queries`` counts model evaluations per image.
+    fooled, the original elsewhere; ``queries`` counts model evaluations per image; ``nonfinite``: the model
+    returned NaN/inf for the clean image or a perturbation of it (such an output is never a success, and a
+    clean one is not correct). None when the producer does not track it.
     """
 
     name: str
@@ -56,6 +58,7 @@ class AttackResult:
     adversarial_probability: torch.Tensor  # (N,) probability of adversarial_class
     queries: torch.Tensor  # (N,) long
     seconds: float
+    nonfinite: torch.Tensor | None = None  # (N,) bool
 
     @property
     def success_rate(self) -> float:

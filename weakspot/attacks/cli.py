@@ -51,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     from weakspot.attacks import create_attack
     from weakspot.attacks.report import attack_report, example_grid
-    from weakspot.cli import console, dataset_from_args, micro_batch_from_args
+    from weakspot.cli import console, dataset_from_args, error_console, micro_batch_from_args
     from weakspot.data import align_labels
-    from weakspot.fileio import atomic_write_json
+    from weakspot.fileio import atomic_write_json, check_output_file
     from weakspot.models import load_checkpoint
-    from weakspot.report import attacks_table, groups_table
+    from weakspot.report import attacks_table, groups_table, nonfinite_notes
 
     names = check_attack_names(args.attacks)
+    for output in filter(None, (args.json, args.out and Path(args.out) / "examples.png")):
+        check_output_file(output)
     classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
     imageset = dataset_from_args(args)
     labels = align_labels(imageset, classifier.class_names)
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     report = attack_report(classifier.arch, imageset.source, results, groups)
     report["budget"] = args.budget
     console.print(attacks_table(report))
+    for note in nonfinite_notes(report):
+        error_console.print(note, highlight=False, markup=False, soft_wrap=True)
     table = groups_table(report)
     if table is not None:
         console.print(table)

@@ -6,6 +6,9 @@ candidates of MANY images together through ``predict_proba`` in chunks of whole 
 image at its first fooling candidate (so it frees its slots for the others), and never lets an image
 exceed its query limit.
 
+A model output with NaN/inf never counts as fooling: the image is flagged in ``nonfinite`` (reported by
+the CLI) and the search goes on with its next candidate.
+
 Query accounting: every rendered candidate is evaluated exactly once and counted for its image, so the
 sum of ``queries`` equals the images the classifier evaluated during the search. Candidates of one image
 that were already in flight in the chunk where an earlier candidate fooled the model are counted too
@@ -51,6 +54,7 @@ class SearchOutcome:
     adversarial: torch.Tensor  # (N, 3, H, W) on the device; the clean image where not fooled
     probabilities: torch.Tensor  # (N, C) of the adversarial image where fooled, NaN elsewhere
     queries: torch.Tensor  # (N,) long
+    nonfinite: torch.Tensor  # (N,) bool: some candidate of the image made the model return NaN/inf
 
 
 def fooling(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -77,6 +81,7 @@ def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, p
     position = torch.zeros(count, dtype=torch.long)  # next candidate per image
     queries = torch.zeros(count, dtype=torch.long)
     fooled = torch.zeros(count, dtype=torch.bool)
+    nonfinite = torch.zeros(count, dtype=torch.bool)
     winner = torch.full((count,), -1, dtype=torch.long)
     adversarial = images.clone()
     probabilities = torch.full((count, classifier.num_classes), float("nan"), device=device)
@@ -100,6 +105,7 @@ def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, p
         perturbed = proposals.render(images[rows_device], rows_device, candidates.to(device))
         chunk_probabilities = classifier.predict_proba(perturbed)
         hits = fooling(chunk_probabilities, labels_device[rows_device]).cpu()
+        nonfinite[rows[~torch.isfinite(chunk_probabilities).all(dim=1).cpu()]] = True
         position[selected] += take
         queries[selected] += take
         if hits.any():
@@ -112,4 +118,4 @@ def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, p
             newly_device, picks_device = newly.to(device), picks.to(device)
             adversarial[newly_device] = perturbed[picks_device]
             probabilities[newly_device] = chunk_probabilities[picks_device].float()
-    return SearchOutcome(fooled, winner, adversarial, probabilities, queries)
+    return SearchOutcome(fooled, winner, adversarial, probabilities, queries, nonfinite)

@@ -78,8 +78,9 @@ class GradientAttack(Attack):
         changed = ((adversarial - subset).abs() > CHANGED_PIXEL).any(dim=1).float().mean(dim=(1, 2)).cpu()
         perturbations = [Perturbation(kind=self.name, area=float(area), params={"eps": self.eps, "steps": float(steps)})
                          if hit else None for area, hit in zip(changed.tolist(), fooled.tolist())]
+        nonfinite = ~torch.isfinite(probabilities).all(dim=1)
         return build_result(self.name, labels, clean, images, attacked, fooled, adversarial, probabilities,
-                            perturbations, queries, started)
+                            perturbations, queries, started, nonfinite)
 
 
 class FgsmAttack(GradientAttack):

@@ -62,9 +62,10 @@ def clean_pass(classifier: Classifier, images: torch.Tensor, labels: torch.Tenso
 def build_result(name: str, labels: torch.Tensor, clean: torch.Tensor, images: torch.Tensor,
                  attacked: torch.Tensor, fooled: torch.Tensor, adversarial: torch.Tensor,
                  adversarial_probabilities: torch.Tensor, perturbations: list[Perturbation | None],
-                 queries: torch.Tensor, started: float) -> AttackResult:
+                 queries: torch.Tensor, started: float, nonfinite: torch.Tensor) -> AttackResult:
     """An ``AttackResult`` (CPU tensors) from the clean pass and the outcome on the ``attacked`` subset
-    (``fooled``, ``adversarial``, ``adversarial_probabilities``, ``perturbations`` are per attacked image)."""
+    (``fooled``, ``adversarial``, ``adversarial_probabilities``, ``perturbations``, ``nonfinite`` are per
+    attacked image; a NaN/inf clean output is flagged here)."""
     clean = clean.float().cpu()
     count = labels.shape[0]
     correct = torch.zeros(count, dtype=torch.bool)
@@ -78,6 +79,8 @@ def build_result(name: str, labels: torch.Tensor, clean: torch.Tensor, images: t
     final[fooled_rows] = adversarial_probabilities.float().cpu()[fooled.cpu()]
     final_images[fooled_rows] = adversarial.detach().cpu()[fooled.cpu()]
     adversarial_probability, adversarial_class = final.max(dim=1)
+    all_nonfinite = ~torch.isfinite(clean).all(dim=1)
+    all_nonfinite[attacked] |= nonfinite.cpu()
     all_perturbations: list[Perturbation | None] = [None] * count
     for row, perturbation in zip(attacked.tolist(), perturbations):
         all_perturbations[row] = perturbation
@@ -85,7 +88,7 @@ def build_result(name: str, labels: torch.Tensor, clean: torch.Tensor, images: t
                         perturbations=all_perturbations, original_class=original_class,
                         original_probability=original_probability, adversarial_class=adversarial_class,
                         adversarial_probability=adversarial_probability, queries=queries,
-                        seconds=time.perf_counter() - started)
+                        seconds=time.perf_counter() - started, nonfinite=all_nonfinite)
 
 
 def correctly_classified(clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -121,7 +124,7 @@ class SearchAttack(Attack):
         if attacked.numel() == 0:
             empty = torch.zeros(0, dtype=torch.bool)
             return build_result(self.name, labels, clean, images, attacked, empty, images[:0], clean[:0], [],
-                                queries, started)
+                                queries, started, empty)
         proposals, guidance = self.propose(images[attacked.to(images.device)], labels[attacked])
         spent = 1 + guidance.cpu()
         if int(spent.max()) > self.budget:
@@ -134,4 +137,4 @@ class SearchAttack(Attack):
         perturbations = [proposals.describe(row, int(outcome.winner[row])) if bool(outcome.fooled[row]) else None
                          for row in range(attacked.numel())]
         return build_result(self.name, labels, clean, images, attacked, outcome.fooled, outcome.adversarial,
-                            outcome.probabilities, perturbations, queries, started)
+                            outcome.probabilities, perturbations, queries, started, outcome.nonfinite)
