@@ -34,7 +34,7 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--budget", "30", "--fraction", "0.5"]),
+    ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--budget", "30", "--fraction", "0.25"]),
 ]
 ROW_NAME = "row.json"
 

@@ -9,8 +9,9 @@ from weakspot.errors import WeakspotError
 def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(button_data, button_model):
     _, test, _ = button_data
     images, labels = test.images[:16], test.labels[:16]
+    # The attack's own defaults (attack_options={}): the loop's cheaper ones are tuned for 96 px photos.
     loop = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, mix_ratio=0.5,
-                              warmup_epochs=1, seed=0)
+                              warmup_epochs=1, attack_options={}, seed=0)
     loop.start_epoch(0, button_model)
     assert loop.history == [] and len(loop.pool_labels) == 0
     batch, batch_labels = loop(images[:8], labels[:8], button_model)
@@ -23,7 +24,8 @@ def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(but
     torch.manual_seed(0)
     mixed, mixed_labels = loop(images[:8], labels[:8], button_model)
     assert mixed.shape[0] == 12 and torch.equal(mixed[:8], images[:8])
-    again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, seed=0)
+    again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, attack_options={},
+                               seed=0)
     again.start_epoch(1, button_model)
     assert torch.equal(again.pool_images, loop.pool_images)  # a resumed run rebuilds the same pool
 
@@ -54,3 +56,11 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
     assert [epoch for epoch in range(6) if AdversarialAugment(test.images[:4], test.labels[:4]).is_round(epoch)] == [1, 2, 3, 4, 5]
     with pytest.raises(WeakspotError, match="rounds >= 1"):
         AdversarialAugment(test.images[:4], test.labels[:4], rounds=0)
+
+
+def test_attack_options_reach_the_attacks(button_data, button_model):
+    _, test, _ = button_data
+    loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,
+                              attack_options={"superpixel": {"n_segmentz": 12}})
+    with pytest.raises(WeakspotError, match="attack 'superpixel'.*n_segmentz"):
+        loop.start_epoch(0, button_model)
