@@ -156,11 +156,8 @@ def write_imageset(imageset: ImageSet, out: str | Path, label: str) -> Path:
     try:
         (staging / "images").mkdir()
         names = [f"images/{index:05d}.png" for index in range(len(imageset))]
-        pool = ThreadPoolExecutor(max_workers=4)
-        try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda job: _write_png(staging / job[0], job[1]), zip(names, imageset.images)))
-        finally:  # on Ctrl-C / SIGTERM drop the queued images, so the clean-up below is prompt and race-free
-            pool.shutdown(wait=True, cancel_futures=True)
         columns = [column for column in imageset.groups if column not in ("file", label)]  # no repeated header
         rows = [[name, imageset.class_names[int(value)], *(imageset.groups[c][index] for c in columns)]
                 for index, (name, value) in enumerate(zip(names, imageset.labels))]
