@@ -1,0 +1,468 @@
+"""Hardening: every subcommand fed the input users break it with.
+
+A bad input must end in exit code 2 and ONE line on stderr that names the file or argument and the
+problem (no traceback), and must leave every file already on disk byte for byte as it was (no half-written
+output either). Odd but valid images (CMYK, 16-bit, alpha) load; a model that answers NaN is reported and
+never "fooled"; an interrupted ``data shortcut`` leaves nothing behind; ``bench`` is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from weakspot.attacks import create_attack
+from weakspot.cli import main
+from weakspot.data import load_dataset, read_image
+from weakspot.models import Classifier, Preprocessing, load_model, read_checkpoint
+from weakspot.shortcut import make_shortcut_dataset, write_imageset
+
+IMAGES = 16  # in the tiny dataset; 32 px, classes tall / wide
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _OpensAFile:
+    """Unpickling this calls ``open(marker, "w")``: the file's existence shows whether a payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (self.marker, "w")
+
+
+def _write_manifest(folder: Path, rows: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labels.csv").write_text("file,label\n" + "".join(f"{name},{label}\n" for name, label in rows))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+    """Everything the cases need, in one folder whose bytes a failing run must not change."""
+    root = tmp_path_factory.mktemp("hardening")
+    imageset, _ = make_shortcut_dataset(IMAGES, 32, cue_rate=1.0, seed=0)
+    data = write_imageset(imageset, root / "data", label="label")
+    for name, text in {"nocolumn.csv": "file,cue\nimages/00000.png,none\n",
+                       "unknown.csv": "file,label\nimages/00000.png,tall\nimages/00001.png,robot\n",
+                       "duplicate.csv": "file,label\nimages/00000.png,tall\nimages/00000.png,wide\n",
+                       "twocolumns.csv": "file,label,label\nimages/00000.png,tall,wide\n",
+                       "escape.csv": "file,label\n../../etc/passwd,tall\n",
+                       "header.csv": "file,label\n", "empty.csv": ""}.items():
+        (data / name).write_text(text)
+    (data / "binary.csv").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")  # a JPEG named .csv
+
+    pictures = root / "pictures"
+    pictures.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(pictures / "good.jpg")
+    good = (pictures / "good.jpg").read_bytes()
+    (pictures / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (pictures / "zero.jpg").write_bytes(b"")
+    (pictures / "folder.jpg").mkdir()
+    for name in ("truncated.jpg", "zero.jpg"):
+        (root / "broken" / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(pictures / name, root / "broken" / "images" / name)
+    _write_manifest(root / "broken", [("images/truncated.jpg", "tall"), ("images/zero.jpg", "wide")])
+
+    modes = root / "modes" / "images"
+    modes.mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 40, 90)).convert("CMYK").save(modes / "cmyk.jpg")
+    Image.fromarray(np.full((30, 40), 32896, dtype=np.uint16)).save(modes / "sixteen.png")  # 0x8080: mid grey
+    Image.new("RGBA", (40, 30), (0, 0, 255, 128)).save(modes / "rgba.png")  # half-transparent blue
+    _write_manifest(root / "modes", [("images/cmyk.jpg", "tall"), ("images/sixteen.png", "wide"),
+                                     ("images/rgba.png", "tall")])
+
+    torch.manual_seed(0)
+    model = load_model("test_efficientnet", weights=None, class_names=imageset.class_names, device="cpu")
+    model.save(root / "model.pt")
+    load_model("test_efficientnet", weights=None, class_names=["a", "b", "c"], device="cpu").save(root / "three.pt")
+    payload = read_checkpoint(root / "model.pt")
+    torch.save({**payload, "arch": "test_resnet"}, root / "other_arch.pt")  # efficientnet weights, resnet tag
+    torch.save({**payload, "meta_json": _OpensAFile(root / "payload_ran")}, root / "pickle.pt")
+    (root / "zero.pt").write_bytes(b"")
+    with torch.no_grad():
+        model.model.get_classifier().weight.fill_(float("nan"))
+    model.save(root / "nan.pt")
+
+    assert main(["train", "--data", str(data), "--label", "label", "--size", "32", "--model", "test_efficientnet",
+                 "--weights", "none", "--epochs", "1", "--batch-size", "8", "--no-augment", "--no-progress",
+                 "--device", "cpu", "--out", str(root / "run")]) == 0
+    (root / "copied_run").mkdir()
+    shutil.copy(root / "model.pt", root / "copied_run" / "last.pt")  # a model, not a training run's last.pt
+
+    outputs = root / "outputs"
+    outputs.mkdir()
+    (outputs / "report.json").write_text(json.dumps({"model": "old", "dataset": "old", "n": 1, "clean_accuracy": 1.0,
+                                                      "attacks": [], "groups": []}))
+    (outputs / "figure.png").write_bytes(good)
+    for folder in ("benchmark", "demo"):
+        (outputs / folder).mkdir()
+        (outputs / folder / "keep.txt").write_text("written by an earlier run")
+    (root / "emptydir").mkdir()
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for folders)."""
+    return {str(path.relative_to(root)): None if path.is_dir() else path.read_bytes()
+            for path in sorted(root.rglob("*"))}
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``weakspot ARGV`` (argparse errors leave by SystemExit(2))."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = int(exit_info.code)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *expected: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("weakspot ") and ": error: " in lines[0], err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+
+
+DATA = "--data {root}/data --label label --size 32"
+ATTACK = "attack --checkpoint {root}/model.pt " + DATA + " --attacks flip --device cpu --json {root}/outputs/report.json"
+BENCH = ("bench --checkpoint {root}/model.pt " + DATA + " --attacks flip --device cpu --no-progress "
+         "--json {root}/outputs/report.json")
+EXPLAIN = "explain --method occlusion --segments 8 --device cpu --out {root}/outputs/figure.png"
+GOOD = "--checkpoint {root}/model.pt --image {root}/pictures/good.jpg"
+TRAINING = "--label label --size 32 --model test_efficientnet --epochs 1 --no-progress --device cpu"
+TRAIN = "train --data {root}/data " + TRAINING
+FINETUNE = "finetune --data {root}/data " + TRAINING
+NEW_RUN = " --out {root}/new_run"
+DEMO = "demo --out {root}/outputs/demo --device cpu"
+
+# (case, command line, what the one error line must contain)
+BAD_INPUT = [
+    # data inspect: paths, manifests, sizes
+    ("inspect-missing-path", "data inspect --data {root}/missing", ["missing: no such file or directory"]),
+    ("inspect-empty-folder", "data inspect --data {root}/emptydir", ["emptydir: no class folders"]),
+    ("inspect-zero-byte-manifest", "data inspect --data {root}/data/empty.csv --label label",
+     ["empty.csv: empty manifest"]),
+    ("inspect-binary-manifest", "data inspect --data {root}/data/binary.csv --label label",
+     ["binary.csv: not a readable CSV"]),
+    ("inspect-manifest-without-rows", "data inspect --data {root}/data/header.csv --label label", ["header.csv: no rows"]),
+    ("inspect-missing-column", "data inspect --data {root}/data/nocolumn.csv --label label",
+     ["nocolumn.csv: no column 'label'"]),
+    ("inspect-duplicate-row", "data inspect --data {root}/data/duplicate.csv --label label",
+     ["duplicate.csv:3: duplicate row for 'images/00000.png'"]),
+    ("inspect-repeated-column", "data inspect --data {root}/data/twocolumns.csv --label label",
+     ["twocolumns.csv: column 'label' appears twice"]),
+    ("inspect-path-escape", "data inspect --data {root}/data/escape.csv --label label",
+     ["escape.csv:2: path '../../etc/passwd' leaves the dataset folder"]),
+    ("inspect-no-readable-image", "data inspect --data {root}/broken --label label",
+     ["broken/labels.csv: none of the 2 images could be read"]),
+    ("inspect-size-zero", "data inspect --data {root}/data --label label --size 0", ["argument --size", "got 0"]),
+    ("inspect-size-negative", "data inspect --data {root}/data --label label --size -5", ["argument --size", "got -5"]),
+    ("inspect-size-absurd", "data inspect --data {root}/data --label label --size 100000",
+     ["argument --size", "got 100000"]),
+    ("inspect-negative-seed", "data inspect --data {root}/data --label label --max-images 4 --seed -1",
+     ["argument --seed", "got -1"]),
+    # data shortcut
+    ("shortcut-missing-source", "data shortcut --source {root}/missing --label label --out {root}/new_benchmark",
+     ["missing: no such file or directory"]),
+    ("shortcut-out-exists", "data shortcut --source {root}/data --label label --out {root}/outputs/benchmark",
+     ["benchmark: already exists"]),
+    ("shortcut-rate", "data shortcut --source {root}/data --label label --out {root}/new_benchmark --rate 2",
+     ["cue rate must be in [0, 1], got 2.0"]),
+    ("shortcut-size-absurd", "data shortcut --source {root}/data --label label --out {root}/new_benchmark --size 99999",
+     ["argument --size", "got 99999"]),
+    ("shortcut-unknown-cue-class",
+     "data shortcut --source {root}/data --label label --out {root}/new_benchmark --cue-class robot",
+     ["cue class 'robot' is not a class of 'label'"]),
+    # train
+    ("train-missing-data", "train --data {root}/missing " + TRAINING + " --weights none" + NEW_RUN,
+     ["missing: no such file or directory"]),
+    ("train-path-escape", "train --data {root}/data/escape.csv " + TRAINING + " --weights none" + NEW_RUN,
+     ["leaves the dataset folder"]),
+    ("train-other-class-count", TRAIN + " --weights {root}/three.pt" + NEW_RUN,
+     ["three.pt: classes ['a', 'b', 'c'] differ from the data's ['tall', 'wide']"]),
+    ("train-other-architecture", TRAIN + " --weights {root}/other_arch.pt" + NEW_RUN,
+     ["other_arch.pt: weights do not fit 'test_resnet'"]),
+    ("train-pickle-checkpoint", TRAIN + " --weights {root}/pickle.pt" + NEW_RUN, ["pickle.pt: refused"]),
+    ("train-zero-byte-checkpoint", TRAIN + " --weights {root}/zero.pt" + NEW_RUN, ["zero.pt: not a readable checkpoint"]),
+    ("train-run-already-there", TRAIN + " --weights none --batch-size 8 --no-augment --out {root}/run",
+     ["run/last.pt: a run is already there"]),
+    ("train-resume-other-architecture",
+     "train --data {root}/data --label label --size 32 --model test_resnet --epochs 1 --batch-size 8 --no-augment "
+     "--no-progress --device cpu --weights none --out {root}/run --resume",
+     ["run/last.pt: holds a 'test_efficientnet'", "'test_resnet'"]),
+    ("train-resume-other-settings", TRAIN + " --weights none --batch-size 8 --no-augment --epochs 3 --out {root}/run --resume",
+     ["run/last.pt: was written with epochs=1, this run has 3"]),
+    ("train-resume-not-a-run", TRAIN + " --weights none --out {root}/copied_run --resume",
+     ["copied_run/last.pt: not a resumable training checkpoint"]),
+    ("train-out-is-a-file", TRAIN + " --weights none --out {root}/model.pt", ["model.pt is a file"]),
+    ("train-zero-epochs", TRAIN + " --weights none --epochs 0" + NEW_RUN, ["argument --epochs", "got 0"]),
+    ("train-unknown-device", TRAIN + " --weights none --device banana" + NEW_RUN, ["unknown device 'banana'"]),
+    # finetune
+    ("finetune-budget-zero", FINETUNE + " --weights none --method adversarial --budget 0" + NEW_RUN,
+     ["argument --budget", "got 0"]),
+    ("finetune-budget-negative", FINETUNE + " --weights none --method adversarial --budget -3" + NEW_RUN,
+     ["argument --budget", "got -3"]),
+    ("finetune-unknown-attack", FINETUNE + " --weights none --method adversarial --attacks laser" + NEW_RUN,
+     ["unknown attack 'laser'"]),
+    ("finetune-fraction", FINETUNE + " --weights none --method adversarial --fraction 7" + NEW_RUN,
+     ["fraction in (0, 1]"]),
+    ("finetune-pickle-checkpoint", FINETUNE + " --weights {root}/pickle.pt --method cutout" + NEW_RUN,
+     ["pickle.pt: refused"]),
+    ("finetune-other-class-count", FINETUNE + " --weights {root}/three.pt --method cutout" + NEW_RUN,
+     ["three.pt: classes ['a', 'b', 'c'] differ"]),
+    # explain
+    ("explain-missing-checkpoint", EXPLAIN + " --checkpoint {root}/missing.pt --image {root}/pictures/good.jpg",
+     ["missing.pt: checkpoint not found"]),
+    ("explain-zero-byte-checkpoint", EXPLAIN + " --checkpoint {root}/zero.pt --image {root}/pictures/good.jpg",
+     ["zero.pt: not a readable checkpoint"]),
+    ("explain-checkpoint-is-a-folder", EXPLAIN + " --checkpoint {root}/emptydir --image {root}/pictures/good.jpg",
+     ["emptydir: is a directory, not a checkpoint file"]),
+    ("explain-pickle-checkpoint", EXPLAIN + " --checkpoint {root}/pickle.pt --image {root}/pictures/good.jpg",
+     ["pickle.pt: refused"]),
+    ("explain-other-architecture", EXPLAIN + " --checkpoint {root}/other_arch.pt --image {root}/pictures/good.jpg",
+     ["other_arch.pt: weights do not fit 'test_resnet' with 2 classes"]),
+    ("explain-truncated-jpeg", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/truncated.jpg",
+     ["truncated.jpg: unreadable or truncated image"]),
+    ("explain-zero-byte-jpeg", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/zero.jpg",
+     ["zero.jpg: not a readable image"]),
+    ("explain-missing-image", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/missing.jpg",
+     ["missing.jpg: file not found"]),
+    ("explain-image-is-a-folder", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/folder.jpg",
+     ["folder.jpg: unreadable"]),
+    ("explain-size-absurd", EXPLAIN + " " + GOOD + " --size 100000", ["image size must be 8 to 4096 pixels, got 100000"]),
+    ("explain-size-negative", EXPLAIN + " " + GOOD + " --size -1", ["argument --size", "got -1"]),
+    ("explain-out-is-a-folder", "explain --method occlusion --segments 8 --device cpu --out {root}/emptydir " + GOOD,
+     ["emptydir: is a directory"]),
+    # attack
+    ("attack-budget-zero", ATTACK + " --budget 0", ["argument --budget", "got 0"]),
+    ("attack-budget-negative", ATTACK + " --budget -1", ["argument --budget", "got -1"]),
+    ("attack-budget-below-guidance", ATTACK + " --attacks superpixel --budget 5",
+     ["attack 'superpixel'", "more than the budget of 5"]),
+    ("attack-other-class-count", ATTACK.replace("model.pt", "three.pt"),
+     ["unknown label 'tall' (the model's classes: a, b, c)"]),
+    ("attack-unknown-label", ATTACK.replace("{root}/data ", "{root}/data/unknown.csv "),
+     ["unknown.csv: unknown label 'robot' (the model's classes: tall, wide)"]),
+    ("attack-pickle-checkpoint", ATTACK.replace("model.pt", "pickle.pt"), ["pickle.pt: refused"]),
+    ("attack-unknown-attack", ATTACK + " --attacks flip,laser", ["unknown attack 'laser'"]),
+    ("attack-json-is-a-folder", ATTACK + " --json {root}/emptydir", ["emptydir: is a directory"]),
+    ("attack-size-absurd", ATTACK + " --size 5000", ["argument --size", "got 5000"]),
+    # bench
+    ("bench-budget-zero", BENCH + " --budget 0", ["argument --budget", "got 0"]),
+    ("bench-missing-data", BENCH.replace("{root}/data ", "{root}/missing "), ["missing: no such file or directory"]),
+    ("bench-pickle-checkpoint", BENCH.replace("model.pt", "pickle.pt"), ["pickle.pt: refused"]),
+    ("bench-other-architecture", BENCH.replace("model.pt", "other_arch.pt"), ["weights do not fit 'test_resnet'"]),
+    ("bench-duplicate-rows", BENCH.replace("{root}/data ", "{root}/data/duplicate.csv "), ["duplicate row"]),
+    ("bench-resume-without-json", "bench --checkpoint {root}/model.pt " + DATA + " --attacks flip --resume",
+     ["--resume needs --json"]),
+    ("bench-json-under-a-file", BENCH + " --json {root}/model.pt/report.json", ["model.pt is a file"]),
+    ("bench-out-is-a-file", BENCH + " --out {root}/model.pt", ["model.pt is a file"]),
+    ("bench-unknown-group", BENCH + " --groups race", ["no column 'race'"]),
+    ("bench-size-negative", BENCH + " --size -32", ["argument --size", "got -32"]),
+    # check
+    ("check-missing-report", "check {root}/missing.json --min-clean 0.5", ["missing.json: report not found"]),
+    ("check-zero-byte-report", "check {root}/data/empty.csv --min-clean 0.5", ["empty.csv: not a readable JSON report"]),
+    ("check-report-is-a-folder", "check {root}/emptydir --min-clean 0.5", ["emptydir: not a readable JSON report"]),
+    ("check-not-a-report", "check {root}/run/results.json --min-clean 0.5", ["results.json: missing field 'dataset'"]),
+    ("check-threshold", "check {root}/outputs/report.json --min-clean 2", ["--min-clean must be a fraction"]),
+    ("check-nothing-to-check", "check {root}/outputs/report.json", ["nothing to check"]),
+    # demo: refused while parsing or before training
+    ("demo-budget-zero", DEMO + " --budget 0", ["argument --budget", "got 0"]),
+    ("demo-images-negative", DEMO + " --images -3", ["argument --images", "got -3"]),
+    ("demo-size-absurd", DEMO + " --size 100000", ["argument --size", "got 100000"]),
+    ("demo-signal", DEMO + " --signal 5", ["argument --signal", "got 5"]),
+    ("demo-negative-seed", DEMO + " --seed -1", ["argument --seed", "got -1"]),
+    ("demo-missing-data", DEMO + " --data {root}/missing --label label", ["missing: no such file or directory"]),
+]
+
+
+def test_every_subcommand_has_bad_input_cases() -> None:
+    from weakspot.cli import SUBCOMMANDS
+
+    covered = {command.split()[0] for _, command, _ in BAD_INPUT}
+    assert covered == {name for name, _, _ in SUBCOMMANDS}
+
+
+@pytest.mark.parametrize("command, expected", [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_changes_no_file(world: Path, capsys: pytest.CaptureFixture[str],
+                                                          command: str, expected: list[str]) -> None:
+    before = snapshot(world)
+    code, _, err = run([part.format(root=world) for part in shlex.split(command)], capsys)
+    assert code == 2, err
+    assert_one_line_error(err, *expected)
+    assert snapshot(world) == before  # nothing already written changed, nothing half-written appeared
+    assert not (world / "payload_ran").exists()
+
+
+def test_cmyk_16_bit_and_alpha_images_load_as_rgb(world: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    images = world / "modes" / "images"
+    expected = {"cmyk.jpg": (200, 40, 90), "sixteen.png": (128, 128, 128), "rgba.png": (127, 127, 255)}
+    for name, rgb in expected.items():
+        image = read_image(images / name, 16)
+        assert image.shape == (3, 16, 16)
+        assert torch.allclose(image.mean(dim=(1, 2)) * 255, torch.tensor(rgb, dtype=torch.float32), atol=2), name
+    code, out, err = run(["data", "inspect", "--data", str(world / "modes"), "--label", "label", "--size", "16"], capsys)
+    assert code == 0 and "3 images" in out and err == ""
+    code, out, err = run(["attack", "--checkpoint", str(world / "model.pt"), "--data", str(world / "modes"),
+                          "--label", "label", "--size", "32", "--attacks", "flip", "--device", "cpu"], capsys)
+    assert code == 0 and "flip" in out and err == ""
+    figure = tmp_path / "cmyk.png"
+    code, _, err = run(["explain", "--checkpoint", str(world / "model.pt"), "--image", str(images / "cmyk.jpg"),
+                        "--method", "occlusion", "--segments", "8", "--device", "cpu", "--out", str(figure)], capsys)
+    assert code == 0 and err == "" and figure.stat().st_size > 1000
+
+
+def test_unreadable_images_in_a_dataset_are_skipped_in_one_line(world: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mixed"
+    (folder / "images").mkdir(parents=True)
+    for name in ("truncated.jpg", "zero.jpg", "good.jpg"):
+        shutil.copy(world / "pictures" / name, folder / "images" / name)
+    shutil.copy(world / "pictures" / "good.jpg", folder / "images" / "good2.jpg")
+    _write_manifest(folder, [("images/truncated.jpg", "tall"), ("images/zero.jpg", "wide"),
+                             ("images/good.jpg", "tall"), ("images/good2.jpg", "wide")])
+    code, out, err = run(["data", "inspect", "--data", str(folder), "--label", "label", "--size", "16"], capsys)
+    assert code == 0 and "2 images" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "skipped 2 unreadable image(s)" in lines[0] and "truncated.jpg" in lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes files whatever their permissions")
+def test_files_without_permission_are_one_line_errors(world: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(world / "data", tmp_path / "data")
+    (tmp_path / "data" / "labels.csv").chmod(0)
+    code, _, err = run(["data", "inspect", "--data", str(tmp_path / "data"), "--label", "label"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "labels.csv: not a readable CSV", "Permission denied")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = run(["attack", "--checkpoint", str(world / "model.pt"), "--data", str(world / "data"), "--label",
+                        "label", "--size", "32", "--attacks", "flip", "--device", "cpu",
+                        "--json", str(locked / "report.json")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "report.json: cannot write there", "Permission denied")
+
+
+def test_bench_failing_midway_keeps_the_previous_report(world: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"model": "previous run"}))
+    before = report.read_bytes()
+    code, _, err = run(["bench", "--checkpoint", str(world / "model.pt"), "--data", str(world / "data"),
+                        "--label", "label", "--size", "32", "--attacks", "flip,superpixel", "--budget", "5",
+                        "--device", "cpu", "--no-progress", "--json", str(report)], capsys)
+    assert code == 2
+    assert_one_line_error(err, "attack 'superpixel'", "budget of 5")
+    assert report.read_bytes() == before
+    state = json.loads(Path(str(report) + ".partial").read_text())  # flip's finished records, for --resume
+    assert len(state["attacks"]["flip"]["fooled"]) == IMAGES and "superpixel" not in state["attacks"]
+
+
+def test_nan_model_is_reported_and_never_counted_as_fooled(world: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    report_path = tmp_path / "report.json"
+    code, _, err = run(["bench", "--checkpoint", str(world / "nan.pt"), "--data", str(world / "data"), "--label",
+                        "label", "--size", "32", "--attacks", "flip,block,pgd", "--budget", "40", "--device", "cpu",
+                        "--no-progress", "--json", str(report_path)], capsys)
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["clean_accuracy"] == 0.0  # argmax of NaN is class 0: it must not count as correct
+    for attack in report["attacks"]:
+        assert attack["nonfinite"] == IMAGES and attack["success_rate"] == 0.0 and attack["robust_accuracy"] == 0.0
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(f"NaN/inf for {IMAGES} of {IMAGES} image(s) under '{name}'" in line
+                                   for line, name in zip(lines, ("flip", "block", "pgd")))
+
+
+class LeftOrRight(nn.Module):
+    """Class 0 when the left half is brighter, else class 1; with ``nan_for_right`` the answer for
+    right-brighter images is NaN instead: a model whose answers under a flip we know."""
+
+    def __init__(self, nan_for_right: bool) -> None:
+        super().__init__()
+        self.nan_for_right = nan_for_right
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        half = images.shape[-1] // 2
+        score = images[..., :half].mean(dim=(1, 2, 3)) - images[..., half:].mean(dim=(1, 2, 3))
+        logits = torch.stack([score, -score], dim=1) * 10
+        if self.nan_for_right:
+            logits = torch.where((score < 0)[:, None], torch.full_like(logits, float("nan")), logits)
+        return logits
+
+
+@pytest.mark.parametrize("nan_for_right", [False, True])
+def test_a_nan_answer_under_attack_is_flagged_not_fooled(nan_for_right: bool) -> None:
+    identity = Preprocessing(input_size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    classifier = Classifier(LeftOrRight(nan_for_right), "left-or-right", ["left", "right"], identity, device="cpu")
+    images = torch.zeros(4, 3, 8, 8)
+    images[..., :4] = 0.9  # left half bright: class 0, and the flip makes the right half bright
+    result = create_attack("flip", classifier, budget=5)(images, torch.zeros(4, dtype=torch.long))
+    assert result.correct.all()
+    assert result.fooled.tolist() == [not nan_for_right] * 4  # the finite model IS fooled by the flip
+    assert result.nonfinite.tolist() == [nan_for_right] * 4
+
+
+def test_interrupted_data_shortcut_leaves_no_partial_folder_and_reruns(world: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import weakspot.shortcut as shortcut
+
+    out = tmp_path / "benchmark"
+    argv = ["data", "shortcut", "--source", str(world / "data"), "--label", "label", "--size", "32", "--out", str(out)]
+    real_write = shortcut._write_png
+    written: list[Path] = []
+
+    def write_then_terminate(path: Path, image: torch.Tensor) -> None:
+        time.sleep(0.02)  # a real image takes a while: the signal arrives while images are still queued
+        real_write(path, image)
+        written.append(path)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends; the CLI treats it as Ctrl-C
+
+    monkeypatch.setattr(shortcut, "_write_png", write_then_terminate)
+    code, _, err = run(argv, capsys)
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []  # neither --out nor the staging folder beside it
+    monkeypatch.setattr(shortcut, "_write_png", real_write)
+    code, _, err = run(argv, capsys)
+    assert code == 0 and err == ""
+    total = len(load_dataset(out, size=32, label="label", groups=["split"]))
+    assert total > IMAGES and len(written) < total  # the interrupted run dropped its queued images
+
+
+def test_bench_twice_with_the_same_seed_writes_the_same_report(button_data, button_model, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    _, test, _ = button_data
+    data = write_imageset(test.subset(range(12)), tmp_path / "data", label="label")
+    checkpoint = button_model.save(tmp_path / "model.pt")
+    reports = []
+    for attempt in range(2):
+        torch.rand(attempt + 1)  # a different global RNG state before each run: bench must seed its own
+        path = tmp_path / f"report{attempt}.json"
+        code, _, err = run(["bench", "--checkpoint", str(checkpoint), "--data", str(data), "--label", "label",
+                            "--groups", "cue", "--size", "48", "--attacks", "all", "--budget", "80", "--seed", "3",
+                            "--device", "cpu", "--no-progress", "--json", str(path)], capsys)
+        assert code == 0, err
+        report = json.loads(path.read_text())
+        for attack in report["attacks"]:
+            attack.pop("seconds")  # wall time of the attack: the report's only timing field
+        reports.append(report)
+    assert reports[0] == reports[1]
+    assert any(attack["success_rate"] > 0 for attack in reports[0]["attacks"])  # the runs did attack something
