@@ -34,3 +34,22 @@ def test_shortcut_dataset_pastes_a_dark_button_inside_its_box():
             y0, x0, y1, x1 = box.tolist()
             centre = image[:, (y0 + y1) // 2, (x0 + x1) // 2]
             assert float(centre.max()) < 0.06
+
+
+def test_median_fill_erases_a_button_and_keeps_the_shirt():
+    from weakspot.fills import FILLS, fill_images
+    from weakspot.shortcut import paste_buttons
+
+    shirt = torch.full((4, 3, 96, 96), 0.8)
+    shirt[:, :, :, :24] = 0.3  # a large dark region is structure, not a cue: it stays
+    buttoned, boxes = paste_buttons(shirt, torch.ones(4, dtype=torch.bool), seed=0)
+    assert "median" in FILLS
+    median = fill_images(buttoned, "median")
+    for image, (top, left, bottom, right) in zip(median, boxes.tolist()):
+        inside = image[:, top:bottom, left:right]
+        expected = shirt[0, :, top:bottom, left:right]
+        assert (inside - expected).abs().max() < 0.1  # the button is gone, the shirt colour is back
+    assert (median[:, :, 48:, 4:14] - 0.3).abs().max() < 1e-5 and (median[:, :, :40, 60:] - 0.8).abs().max() < 1e-5
+    blurred = fill_images(buttoned, "blur")
+    top, left, bottom, right = boxes[0].tolist()
+    assert (blurred[0, :, top:bottom, left:right] - shirt[0, :, top:bottom, left:right]).abs().max() > 0.2
