@@ -106,6 +106,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     (outputs / "report.json").write_text(json.dumps({"model": "old", "dataset": "old", "n": 1, "clean_accuracy": 1.0,
                                                       "attacks": [], "groups": []}))
     (outputs / "figure.png").write_bytes(good)
+    (outputs / "report.json.partial").write_text(json.dumps({"identity": {"seed": 7}, "correct": [], "groups": [],
+                                                             "attacks": {}}))  # saved by a run of other arguments
     for folder in ("benchmark", "demo"):
         (outputs / folder).mkdir()
         (outputs / folder / "keep.txt").write_text("written by an earlier run")
@@ -267,6 +269,7 @@ BAD_INPUT = [
     ("bench-pickle-checkpoint", BENCH.replace("model.pt", "pickle.pt"), ["pickle.pt: refused"]),
     ("bench-other-architecture", BENCH.replace("model.pt", "other_arch.pt"), ["weights do not fit 'test_resnet'"]),
     ("bench-duplicate-rows", BENCH.replace("{root}/data ", "{root}/data/duplicate.csv "), ["duplicate row"]),
+    ("bench-resume-other-run", BENCH + " --resume", ["report.json.partial: saved state belongs to a different run"]),
     ("bench-resume-without-json", "bench --checkpoint {root}/model.pt " + DATA + " --attacks flip --resume",
      ["--resume needs --json"]),
     ("bench-json-under-a-file", BENCH + " --json {root}/model.pt/report.json", ["model.pt is a file"]),
@@ -388,6 +391,11 @@ def test_nan_model_is_reported_and_never_counted_as_fooled(world: Path, tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 3 and all(f"NaN/inf for {IMAGES} of {IMAGES} image(s) under '{name}'" in line
                                    for line, name in zip(lines, ("flip", "block", "pgd")))
+    code, _, err = run(["attack", "--checkpoint", str(world / "nan.pt"), "--data", str(world / "data"), "--label",
+                        "label", "--size", "32", "--attacks", "flip", "--device", "cpu", "--json", str(report_path)],
+                       capsys)
+    assert code == 0 and f"NaN/inf for {IMAGES} of {IMAGES} image(s) under 'flip'" in err
+    assert json.loads(report_path.read_text())["attacks"][0]["nonfinite"] == IMAGES
 
 
 class LeftOrRight(nn.Module):
