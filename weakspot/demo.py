@@ -50,7 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signal", type=unit_fraction, default=0.3, help="how much the true shape tells (0-1)")
     parser.add_argument("--epochs", type=positive_int, default=4)
     parser.add_argument("--bench-images", type=positive_int, default=48, help="test images attacked in the benchmark")
-    parser.add_argument("--budget", type=positive_int, default=100)
+    parser.add_argument("--budget", type=positive_int, default=100, help="queries per image and attack in the benchmark")
+    parser.add_argument("--loop-budget", type=positive_int, default=100,
+                        help="queries per image and attack in the adversarial loop's rounds")
     parser.add_argument("--out", default="demo_out", help="folder for the PNG figures")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default="auto")
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(erm.arch, "demo test images (ERM model)", records)
     console.print(attacks_table(report))
     console.print(groups_table(report))
-    loop = AdversarialAugment(train.images, train.labels, budget=args.budget, seed=args.seed)
+    loop = AdversarialAugment(train.images, train.labels, budget=args.loop_budget, seed=args.seed)
     adversarial, adversarial_seconds = _fine_tune(train, args, loop)
     for entry in loop.history:
         console.print(f"adversarial round at epoch {entry.epoch}: {entry.attacked} images attacked, "
