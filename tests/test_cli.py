@@ -27,3 +27,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "inspect", "--data", "x", "--size", "-3"])
     assert exit_info.value.code == 2
+
+
+def test_piped_output_is_not_cut_at_80_columns(monkeypatch):
+    from weakspot.terminal import PIPED_WIDTH, make_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert make_console().width == PIPED_WIDTH  # pytest captures stdout: not a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    assert make_console().width == 100

@@ -12,7 +12,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weakspot.attacks import create_attack
@@ -27,8 +26,8 @@ from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json, check_output_file
 from weakspot.models import Classifier, load_checkpoint
 from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table, nonfinite_notes
+from weakspot.terminal import console
 
-console = Console()
 CHUNK = 32  # images per attack call: the progress bar's step, and what one call keeps in flight
 
 

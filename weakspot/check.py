@@ -7,13 +7,12 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from weakspot.errors import WeakspotError
 from weakspot.report import load_report
+from weakspot.terminal import console
 
-console = Console()
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from rich.console import Console
 from rich.table import Table
 
 from weakspot import __version__
 from weakspot.errors import WeakspotError
+from weakspot.terminal import console, error_console
 
-console = Console()
-error_console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace], int]
 MAX_SEED = 2**32 - 1
 

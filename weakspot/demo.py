@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from weakspot.augment.adversarial import AdversarialAugment
@@ -25,10 +24,10 @@ from weakspot.explainers.figures import explanation_figure, save_figure
 from weakspot.models import Classifier, load_model
 from weakspot.report import attacks_table, build_report, groups_table
 from weakspot.shortcut import CUE_GROUP, make_shortcut_dataset
+from weakspot.terminal import console
 from weakspot.training.evaluation import evaluate_groups
 from weakspot.training.loop import TrainConfig, fit
 
-console = Console()
 DEMO_ATTACKS = ["superpixel", "block", "button", "crop", "flip", "pgd"]
 LABEL = "label"
 
