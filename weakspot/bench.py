@@ -15,17 +15,17 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weakspot.attacks import create_attack
-from weakspot.attacks.cli import attack_params, check_attack_names
+from weakspot.attacks.cli import EXAMPLES_NAME, attack_params, check_attack_names, check_outputs, print_report
 from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
-from weakspot.cli import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args, error_console,
+from weakspot.cli import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args,
                           micro_batch_from_args, positive_int)
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_json, check_output_file
+from weakspot.fileio import atomic_write_json
 from weakspot.models import Classifier, load_checkpoint
-from weakspot.report import AttackRecords, BenchRecords, attacks_table, build_report, groups_table, nonfinite_notes
+from weakspot.report import AttackRecords, BenchRecords, build_report
 from weakspot.terminal import console
 
 CHUNK = 32  # images per attack call: the progress bar's step, and what one call keeps in flight
@@ -143,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
     attack_names = check_attack_names(args.attacks)
     if args.resume and not args.json:
         raise WeakspotError("--resume needs --json: the saved state lives beside the report")
-    for output in filter(None, (args.json, args.out and Path(args.out) / "examples.png")):
-        check_output_file(output)
+    check_outputs(args.json, args.out)
     rank, device = init_distributed(args.device)
     try:
         torch.manual_seed(args.seed)
@@ -177,12 +176,7 @@ def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: I
                    results: dict[str, list[AttackResult]], shard_images: torch.Tensor) -> None:
     """Rank 0: the tables, report.json and figures of the merged records."""
     report = build_report(classifier.arch, imageset.source, merged)
-    console.print(attacks_table(report))
-    for note in nonfinite_notes(report):
-        error_console.print(note, highlight=False, markup=False, soft_wrap=True)
-    table = groups_table(report)
-    if table is not None:
-        console.print(table)
+    print_report(report)
     if args.json:
         atomic_write_json(args.json, report)
         console.print(f"report: {args.json}")
@@ -195,7 +189,7 @@ def _write_figures(out: Path, records: BenchRecords, results: dict[str, list[Att
     from weakspot.attacks.report import example_grid
 
     curves = save_area_curves(records, out / "success_vs_area.png")
-    grid = example_grid({name: _concatenate(parts) for name, parts in results.items()}, images, out / "examples.png",
+    grid = example_grid({name: _concatenate(parts) for name, parts in results.items()}, images, out / EXAMPLES_NAME,
                         classifier.class_names)
     console.print(f"figures: {curves}, {grid}")
 

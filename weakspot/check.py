@@ -14,7 +14,6 @@ from weakspot.report import load_report
 from weakspot.terminal import console
 
 
-
 @dataclass(frozen=True)
 class CheckOutcome:
     name: str

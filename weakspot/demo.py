@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
+from weakspot.attacks.cli import print_report
 from weakspot.augment.adversarial import AdversarialAugment
 from weakspot.bench import run_attacks
 from weakspot.data import ImageSet, split_indices
 from weakspot.explainers import create_explainer
 from weakspot.explainers.figures import explanation_figure, save_figure
 from weakspot.models import Classifier, load_model
-from weakspot.report import attacks_table, build_report, groups_table
+from weakspot.report import build_report
 from weakspot.shortcut import CUE_GROUP, make_shortcut_dataset
 from weakspot.terminal import console
 from weakspot.training.evaluation import evaluate_groups
@@ -103,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
     records, _ = run_attacks(erm, bench.images, bench.labels, DEMO_ATTACKS, args.budget,
                              [bench.group_of(i, attributes) for i in range(len(bench))], seed=args.seed)
     report = build_report(erm.arch, "demo test images (ERM model)", records)
-    console.print(attacks_table(report))
-    console.print(groups_table(report))
+    print_report(report)
     loop = AdversarialAugment(train.images, train.labels, budget=args.loop_budget, seed=args.seed)
     adversarial, adversarial_seconds = _fine_tune(train, args, loop)
     for entry in loop.history:

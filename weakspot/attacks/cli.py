@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ATTACKS = "superpixel,block,button,crop,flip,pgd"
+EXAMPLES_NAME = "examples.png"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=positive_int, default=200,
                         help="model queries per image and attack, guidance included (default 200)")
     parser.add_argument("--json", default=None, help="write the report (JSON, atomically) here")
-    parser.add_argument("--out", default=None, help="folder for examples.png (original vs adversarial)")
+    parser.add_argument("--out", default=None, help=f"folder for {EXAMPLES_NAME} (original vs adversarial)")
     parser.set_defaults(handler=run)
 
 
@@ -38,6 +40,27 @@ def check_attack_names(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_outputs(json_path: str | None, out_dir: str | None) -> None:
+    """Refuse a ``--json`` or ``--out`` that can never be written before any attack runs (attack and bench)."""
+    from weakspot.fileio import check_output_file
+
+    for output in filter(None, (json_path, out_dir and Path(out_dir) / EXAMPLES_NAME)):
+        check_output_file(output)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The per-attack table, one line on stderr per attack that met NaN/inf outputs, the per-group table."""
+    from weakspot.report import attacks_table, groups_table, nonfinite_notes
+    from weakspot.terminal import console, error_console
+
+    console.print(attacks_table(report))
+    for note in nonfinite_notes(report):
+        error_console.print(note, highlight=False, markup=False, soft_wrap=True)
+    table = groups_table(report)
+    if table is not None:
+        console.print(table)
+
+
 def attack_params(name: str, budget: int, **optional: int) -> dict[str, int]:
     """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight) the attack takes."""
     from weakspot.attacks import ATTACKS
@@ -51,15 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
     from weakspot.attacks import create_attack
     from weakspot.attacks.report import attack_report, example_grid
-    from weakspot.cli import console, dataset_from_args, error_console, micro_batch_from_args
+    from weakspot.cli import console, dataset_from_args, micro_batch_from_args
     from weakspot.data import align_labels
-    from weakspot.fileio import atomic_write_json, check_output_file
+    from weakspot.fileio import atomic_write_json
     from weakspot.models import load_checkpoint
-    from weakspot.report import attacks_table, groups_table, nonfinite_notes
 
     names = check_attack_names(args.attacks)
-    for output in filter(None, (args.json, args.out and Path(args.out) / "examples.png")):
-        check_output_file(output)
+    check_outputs(args.json, args.out)
     classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
     imageset = dataset_from_args(args)
     labels = align_labels(imageset, classifier.class_names)
@@ -72,15 +93,10 @@ def run(args: argparse.Namespace) -> int:
     groups = [imageset.group_of(index, args.groups) for index in range(len(labels))] if args.groups else None
     report = attack_report(classifier.arch, imageset.source, results, groups)
     report["budget"] = args.budget
-    console.print(attacks_table(report))
-    for note in nonfinite_notes(report):
-        error_console.print(note, highlight=False, markup=False, soft_wrap=True)
-    table = groups_table(report)
-    if table is not None:
-        console.print(table)
+    print_report(report)
     if args.json:
         console.print(f"report: {atomic_write_json(args.json, report)}")
     if args.out:
-        grid = example_grid(results, imageset.images, Path(args.out) / "examples.png", classifier.class_names)
+        grid = example_grid(results, imageset.images, Path(args.out) / EXAMPLES_NAME, classifier.class_names)
         console.print(f"examples: {grid}")
     return 0

@@ -57,9 +57,14 @@ class SearchOutcome:
     nonfinite: torch.Tensor  # (N,) bool: some candidate of the image made the model return NaN/inf
 
 
+def finite_rows(probabilities: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the model's output row holds no NaN/inf (only such a row can be scored)."""
+    return torch.isfinite(probabilities).all(dim=1)
+
+
 def fooling(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Prediction differs from the label; a row with any NaN/inf never counts as fooled."""
-    return (probabilities.argmax(dim=1) != labels) & torch.isfinite(probabilities).all(dim=1)
+    return (probabilities.argmax(dim=1) != labels) & finite_rows(probabilities)
 
 
 def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, proposals: Proposals,
@@ -105,7 +110,7 @@ def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, p
         perturbed = proposals.render(images[rows_device], rows_device, candidates.to(device))
         chunk_probabilities = classifier.predict_proba(perturbed)
         hits = fooling(chunk_probabilities, labels_device[rows_device]).cpu()
-        nonfinite[rows[~torch.isfinite(chunk_probabilities).all(dim=1).cpu()]] = True
+        nonfinite[rows[~finite_rows(chunk_probabilities).cpu()]] = True
         position[selected] += take
         queries[selected] += take
         if hits.any():

@@ -16,7 +16,7 @@ import torchattacks
 from torch import nn
 
 from weakspot.attacks.base import Attack, AttackResult, Perturbation
-from weakspot.attacks.engine import fooling
+from weakspot.attacks.engine import finite_rows, fooling
 from weakspot.attacks.search import (build_result, check_inputs, check_positive_int, clean_pass,
                                      correctly_classified)
 from weakspot.errors import WeakspotError
@@ -78,7 +78,7 @@ class GradientAttack(Attack):
         changed = ((adversarial - subset).abs() > CHANGED_PIXEL).any(dim=1).float().mean(dim=(1, 2)).cpu()
         perturbations = [Perturbation(kind=self.name, area=float(area), params={"eps": self.eps, "steps": float(steps)})
                          if hit else None for area, hit in zip(changed.tolist(), fooled.tolist())]
-        nonfinite = ~torch.isfinite(probabilities).all(dim=1)
+        nonfinite = ~finite_rows(probabilities)
         return build_result(self.name, labels, clean, images, attacked, fooled, adversarial, probabilities,
                             perturbations, queries, started, nonfinite)
 

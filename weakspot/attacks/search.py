@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from weakspot.attacks.base import Attack, AttackResult, Perturbation
-from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals, fooling, search
+from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals, finite_rows, fooling, search
 from weakspot.errors import WeakspotError
 from weakspot.fills import FILLS
 from weakspot.models import Classifier
@@ -79,7 +79,7 @@ def build_result(name: str, labels: torch.Tensor, clean: torch.Tensor, images: t
     final[fooled_rows] = adversarial_probabilities.float().cpu()[fooled.cpu()]
     final_images[fooled_rows] = adversarial.detach().cpu()[fooled.cpu()]
     adversarial_probability, adversarial_class = final.max(dim=1)
-    all_nonfinite = ~torch.isfinite(clean).all(dim=1)
+    all_nonfinite = ~finite_rows(clean)
     all_nonfinite[attacked] |= nonfinite.cpu()
     all_perturbations: list[Perturbation | None] = [None] * count
     for row, perturbation in zip(attacked.tolist(), perturbations):
@@ -94,7 +94,7 @@ def build_result(name: str, labels: torch.Tensor, clean: torch.Tensor, images: t
 def correctly_classified(clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Indices of the images to attack: predicted as labelled, with finite probabilities."""
     return torch.nonzero(~fooling(clean, labels.to(clean.device)).cpu()
-                         & torch.isfinite(clean).all(dim=1).cpu()).flatten()
+                         & finite_rows(clean).cpu()).flatten()
 
 
 class SearchAttack(Attack):
