@@ -169,6 +169,38 @@ def test_engine_never_counts_nan_as_fooled():
     assert not outcome.fooled.any() and outcome.queries.tolist() == [5, 5]
 
 
+class DimmingProposals(Proposals):
+    """Candidate c renders the image at brightness 0.805 - 0.01 c (the brightness model's confidence falls)."""
+
+    def __init__(self, count: int, total: int) -> None:
+        self.counts = torch.full((count,), total, dtype=torch.long)
+
+    def render(self, images, rows, candidates):
+        return torch.ones_like(images) * (0.805 - 0.01 * candidates.float())[:, None, None, None]
+
+    def describe(self, row, candidate):
+        return Perturbation(kind="dimming", area=0.0)
+
+
+def test_engine_margin_counts_a_confident_but_shaken_prediction_as_success():
+    """p(bright) = sigmoid(40 (m - 0.5)): candidate 28 (m = 0.525, p = 0.73) is the first whose lead over
+    the other class is below 0.5; candidate 31 (m = 0.495) is the first misclassification."""
+    classifier = brightness_classifier()
+    images = torch.full((2, 3, 8, 8), 0.8)
+    labels = torch.ones(2, dtype=torch.long)
+    for margin, first in ((0.0, 31), (0.5, 28)):
+        outcome = search(classifier, images, labels, DimmingProposals(2, 40), torch.full((2,), 40), max_in_flight=1,
+                         margin=margin)
+        assert outcome.winner.tolist() == [first, first]
+    for margin in (-0.1, 1.0, True):
+        with pytest.raises(WeakspotError, match="margin"):
+            create_attack("crop", classifier, margin=margin)
+    dim = torch.full((2, 3, 32, 32), 0.58)  # p(bright) 0.96: 2% black brings the lead under 0.9, 12% never flips it
+    assert not create_attack("button", classifier, budget=60, fills=("black",))(dim, labels).fooled.any()
+    result = create_attack("button", classifier, budget=60, fills=("black",), margin=0.9)(dim, labels)
+    assert result.fooled.all() and (result.adversarial_class == 1).all()  # shaken, still predicted bright
+
+
 def test_registry_validates_parameters(button_model):
     with pytest.raises(WeakspotError, match="unknown attack"):
         create_attack("laser", button_model)

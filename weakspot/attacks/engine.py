@@ -62,14 +62,22 @@ def finite_rows(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(probabilities).all(dim=1)
 
 
-def fooling(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Prediction differs from the label; a row with any NaN/inf never counts as fooled."""
-    return (probabilities.argmax(dim=1) != labels) & finite_rows(probabilities)
+def fooling(probabilities: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Prediction differs from the label, or (``margin`` > 0) the label's probability leads the best other
+    class by less than ``margin``; a row with any NaN/inf never counts as fooled."""
+    wrong = probabilities.argmax(dim=1) != labels
+    if margin > 0:
+        true = probabilities.gather(1, labels[:, None]).squeeze(1)
+        best_other = probabilities.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+        wrong |= true - best_other < margin
+    return wrong & finite_rows(probabilities)
 
 
 def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, proposals: Proposals,
-           limits: torch.Tensor, chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> SearchOutcome:
-    """Evaluate the proposals of all images until each is fooled, out of candidates, or at its query limit.
+           limits: torch.Tensor, chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+           margin: float = 0.0) -> SearchOutcome:
+    """Evaluate the proposals of all images until each is fooled (see ``fooling`` for ``margin``), out of
+    candidates, or at its query limit.
 
     Each round fills one chunk (default: 4 micro-batches) from the active images in rotating order: one
     candidate each while images outnumber the chunk's slots, up to ``max_in_flight`` each when few images
@@ -109,7 +117,7 @@ def search(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, p
         rows_device = rows.to(device)
         perturbed = proposals.render(images[rows_device], rows_device, candidates.to(device))
         chunk_probabilities = classifier.predict_proba(perturbed)
-        hits = fooling(chunk_probabilities, labels_device[rows_device]).cpu()
+        hits = fooling(chunk_probabilities, labels_device[rows_device], margin).cpu()
         nonfinite[rows[~finite_rows(chunk_probabilities).cpu()]] = True
         position[selected] += take
         queries[selected] += take

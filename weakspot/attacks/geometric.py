@@ -46,8 +46,9 @@ class CropAttack(AffineAttack):
 
     def __init__(self, classifier: Classifier, budget: int = 200,
                  scales: Sequence[float] = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6), positions: int = 5,
-                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-        super().__init__(classifier, budget, chunk, max_in_flight)
+                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, chunk, max_in_flight, margin)
         scales = check_fractions("scales", scales, 0.0, 1.0)
         if min(scales) < MIN_CROP_SCALE or max(scales) >= 1.0:
             raise WeakspotError(f"crop scales must be in [{MIN_CROP_SCALE}, 1), got {list(scales)}")
@@ -81,8 +82,8 @@ class SpatialAttack(AffineAttack):
 
     def __init__(self, classifier: Classifier, budget: int = 200, max_angle: float = 15.0, angle_step: float = 5.0,
                  max_shift: float = 0.1, shift_step: float = 0.05, flip: bool = True, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-        super().__init__(classifier, budget, chunk, max_in_flight)
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, chunk, max_in_flight, margin)
         if not (0 <= max_angle <= 90 and angle_step > 0 and 0 <= max_shift <= 0.5 and shift_step > 0):
             raise WeakspotError("spatial attack: need 0 <= max_angle <= 90, 0 <= max_shift <= 0.5 and positive steps, "
                                 f"got max_angle={max_angle}, angle_step={angle_step}, max_shift={max_shift}, "
@@ -130,6 +131,6 @@ class FlipAttack(SpatialAttack):
     name = kind = "flip"
 
     def __init__(self, classifier: Classifier, budget: int = 200, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
         super().__init__(classifier, budget, max_angle=0.0, max_shift=0.0, flip=True, chunk=chunk,
-                         max_in_flight=max_in_flight)
+                         max_in_flight=max_in_flight, margin=margin)

@@ -59,8 +59,8 @@ class GuidedAttack(SearchAttack):
     """Shared parameters of the explainer-guided attacks; ``explainer_params`` go to ``create_explainer``."""
 
     def __init__(self, classifier: Classifier, budget: int, explainer: str, explainer_params: dict[str, Any] | None,
-                 match_fill: bool, chunk: int | None, max_in_flight: int) -> None:
-        super().__init__(classifier, budget, chunk, max_in_flight)
+                 match_fill: bool, chunk: int | None, max_in_flight: int, margin: float) -> None:
+        super().__init__(classifier, budget, chunk, max_in_flight, margin)
         self.explainer = explainer
         self.explainer_params = check_explainer(explainer, explainer_params)
         self.match_fill = match_fill
@@ -75,8 +75,10 @@ class SuperpixelAttack(GuidedAttack):
     def __init__(self, classifier: Classifier, budget: int = 200, explainer: str = "occlusion",
                  explainer_params: dict[str, Any] | None = None, n_segments: int = 24, segmentation: str = "slic",
                  fills: Sequence[str] = ("mean", "black"), max_segments: int = 10, match_fill: bool = True,
-                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight)
+                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
+                         margin)
         self.n_segments = check_positive_int("n_segments", n_segments, 2)
         self.segmentation = _check_segmentation(segmentation)
         self.fills = check_fills(fills)
@@ -118,8 +120,9 @@ class BlockAttack(GuidedAttack):
                  stride: float = 0.5, fill: str = "white", search: str = "guided", tier: int = 4,
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, seed: int = 0, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight)
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
+                         margin)
         self.sizes = check_fractions("sizes", sizes, 0.0, 1.0)
         self.stride = check_fractions("stride", (stride,), 0.0, 1.0)[0]
         self.fills = check_fills(fill)[:1]
@@ -188,8 +191,9 @@ class ButtonAttack(GuidedAttack):
                  max_patches: int = 3, regions: int = 6, fills: Sequence[str] = ("black", "mean"),
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight)
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
+                         margin)
         self.areas = check_fractions("areas", areas, 0.0, 0.25)
         self.max_patches = check_positive_int("max_patches", max_patches)
         self.regions = check_positive_int("regions", regions)

@@ -102,11 +102,17 @@ class SearchAttack(Attack):
 
     ``chunk``: images per ``predict_proba`` call of the search (default 4 micro-batches); ``max_in_flight``:
     candidates of one image evaluated together when few images remain (see ``engine.search``).
+    ``margin`` (like C&W's kappa, in probability): a candidate also succeeds when the label's probability
+    leads the best other class by less than this; 0 means misclassification. The augmentation loop uses it
+    to keep cue removals that shake a confident model without flipping it.
     """
 
     def __init__(self, classifier: Classifier, budget: int = 200, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
         super().__init__(classifier, check_positive_int("budget", budget))
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
+            raise WeakspotError(f"margin must be a number in [0, 1), got {margin!r}")
+        self.margin = float(margin)
         self.chunk = None if chunk is None else check_positive_int("chunk", chunk)
         self.max_in_flight = check_positive_int("max_in_flight", max_in_flight)
 
@@ -132,7 +138,8 @@ class SearchAttack(Attack):
                                 f"image, more than the budget of {self.budget}; raise the budget or use a cheaper "
                                 "explainer / fewer segments")
         outcome = search(self.classifier, images[attacked.to(images.device)], labels[attacked], proposals,
-                         self.budget - spent, chunk=self.chunk, max_in_flight=self.max_in_flight)
+                         self.budget - spent, chunk=self.chunk, max_in_flight=self.max_in_flight,
+                         margin=self.margin)
         queries[attacked] += guidance.cpu() + outcome.queries
         perturbations = [proposals.describe(row, int(outcome.winner[row])) if bool(outcome.fooled[row]) else None
                          for row in range(attacked.numel())]
