@@ -64,3 +64,23 @@ def test_attack_options_reach_the_attacks(button_data, button_model):
                               attack_options={"superpixel": {"n_segmentz": 12}})
     with pytest.raises(WeakspotError, match="attack 'superpixel'.*n_segmentz"):
         loop.start_epoch(0, button_model)
+
+
+def test_cached_explanations_are_reused_by_later_rounds(button_data, button_model):
+    _, test, _ = button_data
+    images, labels = test.images[:12], test.labels[:12]
+    loop = AdversarialAugment(images, labels, attacks=("superpixel", "flip"), fraction=1.0, budget=80,
+                              warmup_epochs=0, attack_options={}, cache_explanations=True)
+    loop.start_epoch(0, button_model)
+    before = button_model.images_evaluated
+    loop.start_epoch(1, button_model)  # same model, same images: every explanation comes from the cache
+    second_round_queries = button_model.images_evaluated - before
+    assert loop.history[0].explanations_reused == 0
+    assert loop.history[1].explanations_reused == loop.guidance_cache.misses > 0
+    assert loop.history[1].fooled == loop.history[0].fooled
+    uncached = AdversarialAugment(images, labels, attacks=("superpixel", "flip"), fraction=1.0, budget=80,
+                                  warmup_epochs=0, attack_options={})
+    before = button_model.images_evaluated
+    uncached.start_epoch(1, button_model)
+    assert second_round_queries < button_model.images_evaluated - before
+    assert torch.equal(uncached.pool_images, loop.pool_images)

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals
-from weakspot.attacks.guidance import box_mass, check_explainer, explain_per_fill
+from weakspot.attacks.guidance import GuidanceCache, box_mass, check_explainer, explain_per_fill
 from weakspot.attacks.proposals import BoxProposals, SegmentProposals
 from weakspot.attacks.search import SearchAttack, check_fills, check_fractions, check_positive_int
 from weakspot.errors import WeakspotError
+from weakspot.explainers import Attribution
 from weakspot.models import Classifier
 from weakspot.segmentation import SEGMENTATION_METHODS, segment
 
@@ -56,14 +57,23 @@ def rank_within_groups(scores: torch.Tensor, group: torch.Tensor) -> torch.Tenso
 
 
 class GuidedAttack(SearchAttack):
-    """Shared parameters of the explainer-guided attacks; ``explainer_params`` go to ``create_explainer``."""
+    """Shared parameters of the explainer-guided attacks; ``explainer_params`` go to ``create_explainer``;
+    ``guidance_cache`` reuses explanations of images seen before (see ``guidance.GuidanceCache``)."""
 
     def __init__(self, classifier: Classifier, budget: int, explainer: str, explainer_params: dict[str, Any] | None,
-                 match_fill: bool, chunk: int | None, max_in_flight: int, margin: float) -> None:
+                 match_fill: bool, chunk: int | None, max_in_flight: int, margin: float,
+                 guidance_cache: GuidanceCache | None) -> None:
         super().__init__(classifier, budget, chunk, max_in_flight, margin)
         self.explainer = explainer
         self.explainer_params = check_explainer(explainer, explainer_params)
         self.match_fill = match_fill
+        self.guidance_cache = guidance_cache
+
+    def explain(self, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,
+                fills: Sequence[str]) -> tuple[list[Attribution], torch.Tensor]:
+        """One attribution per fill and the guidance queries per image (see ``explain_per_fill``)."""
+        return explain_per_fill(self.classifier, self.explainer, self.explainer_params, images.cpu(), labels, segments,
+                                fills, self.match_fill, self.guidance_cache)
 
 
 class SuperpixelAttack(GuidedAttack):
@@ -76,9 +86,9 @@ class SuperpixelAttack(GuidedAttack):
                  explainer_params: dict[str, Any] | None = None, n_segments: int = 24, segmentation: str = "slic",
                  fills: Sequence[str] = ("mean", "black"), max_segments: int = 10, match_fill: bool = True,
                  chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 margin: float = 0.0) -> None:
+                 margin: float = 0.0, guidance_cache: GuidanceCache | None = None) -> None:
         super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin)
+                         margin, guidance_cache)
         self.n_segments = check_positive_int("n_segments", n_segments, 2)
         self.segmentation = _check_segmentation(segmentation)
         self.fills = check_fills(fills)
@@ -86,8 +96,7 @@ class SuperpixelAttack(GuidedAttack):
 
     def propose(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[Proposals, torch.Tensor]:
         segments = segment(images.cpu(), self.segmentation, self.n_segments)
-        attributions, evaluations = explain_per_fill(self.classifier, self.explainer, self.explainer_params,
-                                                     images.cpu(), labels, segments, self.fills, self.match_fill)
+        attributions, evaluations = self.explain(images, labels, segments, self.fills)
         count, width = images.shape[0], attributions[0].scores.shape[1]
         sizes = torch.zeros(count, width).scatter_add_(1, segments.flatten(1), torch.ones(segments.flatten(1).shape))
         rankings = torch.stack([attribution.ranking() for attribution in attributions], dim=1)  # (N, F, K)
@@ -120,9 +129,10 @@ class BlockAttack(GuidedAttack):
                  stride: float = 0.5, fill: str = "white", search: str = "guided", tier: int = 4,
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, seed: int = 0, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
+                 guidance_cache: GuidanceCache | None = None) -> None:
         super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin)
+                         margin, guidance_cache)
         self.sizes = check_fractions("sizes", sizes, 0.0, 1.0)
         self.stride = check_fractions("stride", (stride,), 0.0, 1.0)[0]
         self.fills = check_fills(fill)[:1]
@@ -144,8 +154,7 @@ class BlockAttack(GuidedAttack):
                                 height, width), evaluations
         if self.search == "guided":
             segments = segment(images.cpu(), "grid", self.guidance_segments)
-            attributions, evaluations = explain_per_fill(self.classifier, self.explainer, self.explainer_params,
-                                                         images.cpu(), labels, segments, self.fills, self.match_fill)
+            attributions, evaluations = self.explain(images, labels, segments, self.fills)
             scores = box_mass(attributions[0].heatmap, boxes)
         else:
             generator = torch.Generator().manual_seed(self.seed)
@@ -191,9 +200,10 @@ class ButtonAttack(GuidedAttack):
                  max_patches: int = 3, regions: int = 6, fills: Sequence[str] = ("black", "mean"),
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
+                 guidance_cache: GuidanceCache | None = None) -> None:
         super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin)
+                         margin, guidance_cache)
         self.areas = check_fractions("areas", areas, 0.0, 0.25)
         self.max_patches = check_positive_int("max_patches", max_patches)
         self.regions = check_positive_int("regions", regions)
@@ -205,8 +215,7 @@ class ButtonAttack(GuidedAttack):
     def propose(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[Proposals, torch.Tensor]:
         count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
         segments = segment(images.cpu(), "grid", self.guidance_segments)
-        attributions, evaluations = explain_per_fill(self.classifier, self.explainer, self.explainer_params,
-                                                     images.cpu(), labels, segments, self.fills, self.match_fill)
+        attributions, evaluations = self.explain(images, labels, segments, self.fills)
         sides = [area ** 0.5 for area in self.areas]
         region_boxes = {}  # (fill, size) -> (N, regions, 4)
         for fill_index, attribution in enumerate(attributions):

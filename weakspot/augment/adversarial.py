@@ -13,6 +13,7 @@ images, and ``__call__`` appends pool images to every batch at ``mix_ratio``, dr
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakspot.attacks import create_attack
+from weakspot.attacks import ATTACKS, create_attack
+from weakspot.attacks.guidance import GuidanceCache
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
 
@@ -47,16 +49,20 @@ class RoundLog:
     attacked: int
     fooled: dict[str, int]
     seconds: float
+    explanations_reused: int = 0  # image explanations taken from the cache in this round
 
 
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
-                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
-    """Run each attack (with its ``attack_options``) on (images, labels); the fooling images, their true
-    labels and counts per attack."""
+                        guidance_cache: GuidanceCache | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
+    on (images, labels); the fooling images, their true labels and counts per attack."""
     kept_images, kept_labels, counts = [], [], {}
     for name in attacks:
-        result = create_attack(name, classifier, budget=budget, **attack_options.get(name, {}))(images, labels)
+        options = dict(attack_options.get(name, {}))
+        if guidance_cache is not None and "guidance_cache" in inspect.signature(ATTACKS[name].__init__).parameters:
+            options["guidance_cache"] = guidance_cache
+        result = create_attack(name, classifier, budget=budget, **options)(images, labels)
         fooled = result.fooled.cpu()
         kept_images.append(result.adversarial.cpu()[fooled])
         kept_labels.append(labels.cpu()[fooled])
@@ -68,13 +74,17 @@ class AdversarialAugment:
     """Training-stream transform of the adversarial loop (see the module docstring).
 
     The pool holds the latest round only and each round's sample is seeded by (seed, epoch), so with
-    ``refresh=1`` a resumed run rebuilds exactly the pool an uninterrupted run had.
+    ``refresh=1`` a resumed run rebuilds exactly the pool an uninterrupted run had. ``cache_explanations``
+    keeps the guided attacks' explanations between rounds (an image sampled again costs no guidance
+    queries, but is ranked by the model that first explained it); the cache lives in memory, so a resumed
+    run starts it empty and its pool can differ from an uninterrupted run's.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  fraction: float = 0.5, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5, warmup_epochs: int = 1,
                  refresh: int = 1, rounds: int | None = None,
-                 attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS, seed: int = 0) -> None:
+                 attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS, cache_explanations: bool = False,
+                 seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
@@ -85,6 +95,7 @@ class AdversarialAugment:
         self.attacks, self.fraction, self.budget = tuple(attacks), fraction, budget
         self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
         self.rounds, self.attack_options = rounds, attack_options
+        self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
@@ -106,8 +117,11 @@ class AdversarialAugment:
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         self.pool_images, self.pool_labels, counts = collect_adversarial(
-            classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options)
-        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started))
+            classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
+            self.guidance_cache)
+        reused = self.guidance_cache.hits if self.guidance_cache else 0
+        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started,
+                                     reused - sum(log.explanations_reused for log in self.history)))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,6 +69,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", type=positive_int, default=1, help="adversarial: epochs between attack rounds")
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
+    parser.add_argument("--cache-explanations", action="store_true",
+                        help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -86,7 +88,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         # checked here: with --adv-warmup the first attack is built only after epochs of training
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
-                "rounds": args.rounds, "seed": args.seed}
+                "rounds": args.rounds, "cache_explanations": args.cache_explanations, "seed": args.seed}
     return {}
 
 
