@@ -221,6 +221,8 @@ BAD_INPUT = [
      ["argument --budget", "got -3"]),
     ("finetune-unknown-attack", FINETUNE + " --weights none --method adversarial --attacks laser" + NEW_RUN,
      ["unknown attack 'laser'"]),
+    ("finetune-budget-below-guidance", FINETUNE + " --weights none --method adversarial --attacks superpixel "
+     "--budget 3 --adv-warmup 5 --epochs 6" + NEW_RUN, ["attack 'superpixel'", "budget of 3"]),
     ("finetune-fraction", FINETUNE + " --weights none --method adversarial --fraction 7" + NEW_RUN,
      ["fraction in (0, 1]"]),
     ("finetune-pickle-checkpoint", FINETUNE + " --weights {root}/pickle.pt --method cutout" + NEW_RUN,
@@ -242,6 +244,8 @@ BAD_INPUT = [
      ["truncated.jpg: unreadable or truncated image"]),
     ("explain-zero-byte-jpeg", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/zero.jpg",
      ["zero.jpg: not a readable image"]),
+    ("explain-nan-model", EXPLAIN + " --checkpoint {root}/nan.pt --image {root}/pictures/good.jpg",
+     ["nan.pt", "NaN/inf", "good.jpg"]),
     ("explain-missing-image", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/missing.jpg",
      ["missing.jpg: file not found"]),
     ("explain-image-is-a-folder", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/folder.jpg",

@@ -108,6 +108,14 @@ class AdversarialAugment:
             return False
         return self.rounds is None or since_warmup // self.refresh < self.rounds
 
+    def check(self, classifier: Classifier, images: int = 2) -> None:
+        """Run every attack on a few training images (no cache, pool untouched) so that a budget too small
+        for the guidance or a bad attack option fails before training rather than after the warm-up. The
+        images are labelled with the model's own predictions so that every one of them is attacked."""
+        predicted, _ = classifier.predict(self.images[:images])
+        collect_adversarial(classifier, self.images[:images], predicted.cpu(), self.attacks, self.budget,
+                            self.attack_options)
+
     def start_epoch(self, epoch: int, classifier: Classifier) -> None:
         """Attack a fresh sample of the training images with the current model on round epochs."""
         if not self.is_round(epoch):

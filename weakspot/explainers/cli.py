@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     explainer = create_explainer(args.method, classifier, **_explainer_params(args))
     attribution = explainer(image[None], target=None if target is None else torch.tensor([target]))
+    if not (torch.isfinite(attribution.probability).all() and torch.isfinite(attribution.heatmap).all()):
+        raise WeakspotError(f"{args.checkpoint}: the model returned NaN/inf on {args.image}; nothing to explain")
     save_figure(explanation_figure(image, attribution, 0, classifier.class_names), args.out)
     label = classifier.class_names[int(attribution.target[0])]
     top = ", ".join(str(int(s)) for s in attribution.top_segments(3)[0])

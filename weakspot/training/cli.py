@@ -166,6 +166,8 @@ def run(args: argparse.Namespace, method: str) -> int:
                                 class_names=train.class_names, device=device, micro_batch=micro_batch_from_args(args))
         if classifier.class_names != train.class_names:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
+        if isinstance(transform, AdversarialAugment):
+            transform.check(classifier)
         val = splits.get("val")
         started = time.perf_counter()
         result = fit(classifier, train.images, train.labels, config,
