@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.attacks import create_attack
+from weakspot.augment.adversarial import AdversarialAugment, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 
@@ -84,3 +85,28 @@ def test_cached_explanations_are_reused_by_later_rounds(button_data, button_mode
     uncached.start_epoch(1, button_model)
     assert second_round_queries < button_model.images_evaluated - before
     assert torch.equal(uncached.pool_images, loop.pool_images)
+
+
+def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, button_model):
+    """Class 1 = button: erasing it fools the model; pasting that region into a class-0 image gives a
+    class-0 image the model calls 1, kept with its true label 0. Painted (black) patches are no donors."""
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    generator = torch.Generator().manual_seed(0)
+    result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
+    donors = int((result.fooled & (labels == 1)).sum())
+    assert donors >= 4
+    grafted, grafted_labels = transplant_cues(button_model, images, labels, result, 0.0, generator)
+    assert len(grafted_labels) >= donors // 2 and (grafted_labels == 0).all()
+    assert (button_model.predict(grafted)[0].cpu() == 1).all()
+    recipients = images[labels == 0]
+    for image in grafted:  # a class-0 image, changed only inside the pasted patches (at most 3 x 4%)
+        unchanged = (recipients == image).all(dim=1).float().mean(dim=(1, 2))
+        assert float(unchanged.max()) >= 0.87
+    painted = create_attack("button", button_model, budget=80, fills=("black",))(images, labels)
+    assert len(transplant_cues(button_model, images, labels, painted, 0.0, generator)[1]) == 0
+    loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
+                              attack_options={"button": {"fills": ("median",)}}, transplant=True)
+    loop.start_epoch(0, button_model)
+    assert loop.history[0].fooled["button-transplant"] > 0
+    assert len(loop.pool_labels) == sum(loop.history[0].fooled.values())

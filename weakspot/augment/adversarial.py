@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakspot.attacks import ATTACKS, create_attack
+from weakspot.attacks import ATTACKS, AttackResult, create_attack
+from weakspot.attacks.engine import fooling
+from weakspot.attacks.proposals import box_masks
+from weakspot.fills import ERASING_FILLS, apply_masks
 from weakspot.attacks.guidance import GuidanceCache
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -52,21 +55,65 @@ class RoundLog:
     explanations_reused: int = 0  # image explanations taken from the cache in this round
 
 
+def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, result: AttackResult,
+                    margin: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cue an erasing patch removed, pasted at the same place into an image of another class.
+
+    Where a box attack fooled the model by ERASING a region (``fills.ERASING_FILLS``), that region of the
+    clean image is what the model read as its label. Pasted into a random image of another class, it makes
+    the cue-conflicting example the other way round (a female photo with the "button" of a male one); the
+    transplants that fool the model (same ``margin`` as the attack) are kept with the recipient's true label.
+    """
+    donors = [row for row in torch.nonzero(result.fooled).flatten().tolist()
+              if (perturbation := result.perturbations[row]) is not None and perturbation.boxes
+              and perturbation.fill in ERASING_FILLS]
+    if not donors:
+        return images[:0], labels[:0]
+    recipients = []
+    for donor in donors:
+        others = torch.nonzero(labels != labels[donor]).flatten()
+        recipients.append(int(others[torch.randint(len(others), (1,), generator=generator)]) if len(others) else -1)
+    pairs = [(donor, recipient) for donor, recipient in zip(donors, recipients) if recipient >= 0]
+    if not pairs:
+        return images[:0], labels[:0]
+    donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
+    width = max(len(result.perturbations[row].boxes) for row in donor_rows.tolist())
+    boxes = torch.zeros(len(pairs), width, 4, dtype=torch.long)
+    for index, row in enumerate(donor_rows.tolist()):
+        patch_boxes = result.perturbations[row].boxes
+        boxes[index, :len(patch_boxes)] = torch.tensor(patch_boxes)
+    masks = box_masks(boxes, images.shape[-2], images.shape[-1])
+    transplanted = apply_masks(images[recipient_rows], masks, images[donor_rows])
+    fooled = fooling(classifier.predict_proba(transplanted).cpu(), labels[recipient_rows], margin)
+    return transplanted[fooled], labels[recipient_rows][fooled]
+
+
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
-                        guidance_cache: GuidanceCache | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+                        guidance_cache: GuidanceCache | None = None, transplant: bool = False,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
-    on (images, labels); the fooling images, their true labels and counts per attack."""
+    on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
+    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant")."""
+    images, labels = images.cpu(), labels.cpu()
     kept_images, kept_labels, counts = [], [], {}
+    generator = torch.Generator().manual_seed(seed)
     for name in attacks:
         options = dict(attack_options.get(name, {}))
         if guidance_cache is not None and "guidance_cache" in inspect.signature(ATTACKS[name].__init__).parameters:
             options["guidance_cache"] = guidance_cache
-        result = create_attack(name, classifier, budget=budget, **options)(images, labels)
+        attack = create_attack(name, classifier, budget=budget, **options)
+        result = attack(images, labels)
         fooled = result.fooled.cpu()
         kept_images.append(result.adversarial.cpu()[fooled])
-        kept_labels.append(labels.cpu()[fooled])
+        kept_labels.append(labels[fooled])
         counts[name] = int(fooled.sum())
+        if transplant:
+            grafted, grafted_labels = transplant_cues(classifier, images, labels, result,
+                                                      getattr(attack, "margin", 0.0), generator)
+            kept_images.append(grafted)
+            kept_labels.append(grafted_labels)
+            counts[f"{name}-transplant"] = len(grafted_labels)
     return torch.cat(kept_images), torch.cat(kept_labels), counts
 
 
@@ -84,7 +131,7 @@ class AdversarialAugment:
                  fraction: float = 0.5, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5, warmup_epochs: int = 1,
                  refresh: int = 1, rounds: int | None = None,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS, cache_explanations: bool = False,
-                 seed: int = 0) -> None:
+                 transplant: bool = False, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
@@ -96,6 +143,7 @@ class AdversarialAugment:
         self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
+        self.transplant = transplant
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
@@ -126,7 +174,7 @@ class AdversarialAugment:
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         self.pool_images, self.pool_labels, counts = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
-            self.guidance_cache)
+            self.guidance_cache, self.transplant, seed=self.seed * 1_000_003 + epoch)
         reused = self.guidance_cache.hits if self.guidance_cache else 0
         self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started,
                                      reused - sum(log.explanations_reused for log in self.history)))

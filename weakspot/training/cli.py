@@ -71,6 +71,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
     parser.add_argument("--cache-explanations", action="store_true",
                         help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
+    parser.add_argument("--transplant", action="store_true",
+                        help="adversarial: also paste each erased cue into an image of another class (box attacks)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -88,7 +90,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         # checked here: with --adv-warmup the first attack is built only after epochs of training
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
-                "rounds": args.rounds, "cache_explanations": args.cache_explanations, "seed": args.seed}
+                "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
+                "seed": args.seed}
     return {}
 
 
