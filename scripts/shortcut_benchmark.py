@@ -6,6 +6,11 @@ group, worst-group accuracy, wall time, training time and its ratio to ERM's); s
         --rate 0.95 --out /tmp/shortcut96 --size 96
     .venv/bin/python scripts/shortcut_benchmark.py --data /tmp/shortcut96 --work /tmp/shortcut_runs \
         --json shortcut_benchmark.json
+    .venv/bin/python scripts/shortcut_benchmark.py --combine seed0.json seed1.json seed2.json
+
+``--combine`` prints, per method, the mean over the saved runs (one per ``--seed``: each seed draws its own
+subset, split and initialisation) of the worst-group accuracy, its gain over ERM in the same run, the
+clean-test accuracy and the training time ratio to ERM.
 
 Every method runs ``weakspot finetune`` with the same data, seed, epochs and standard augmentation; only
 the training-stream transform differs. "wall s" is measured around each whole run (data loading,
@@ -34,16 +39,18 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "superpixel,button", "--budget", "30", "--fraction", "0.25"]),
+    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.5"]),
 ]
 ROW_NAME = "row.json"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="a folder written by `weakspot data shortcut`")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="only summarise saved --json tables (one per seed) and exit")
+    parser.add_argument("--data", help="a folder written by `weakspot data shortcut`")
     parser.add_argument("--label", default="gender")
-    parser.add_argument("--work", required=True, help="one run folder per method is created here")
+    parser.add_argument("--work", help="one run folder per method is created here")
     parser.add_argument("--json", default=None, help="save the table here")
     parser.add_argument("--methods", default=",".join(name for name, _, _ in METHODS), help="rows to run (see METHODS)")
     parser.add_argument("--reuse", action="store_true",
@@ -96,8 +103,34 @@ def print_table(rows: list[dict]) -> None:
     Console(width=200).print(table)
 
 
+def print_combined(paths: list[str]) -> None:
+    """Mean over runs (seeds) per method: worst group, gain over the same run's ERM, clean test, time x ERM."""
+    runs = [{row["method"]: row for row in json.loads(Path(path).read_text())["methods"]} for path in paths]
+    table = Table(title=f"Planted-shortcut benchmark, mean over {len(runs)} runs (seeds)")
+    for column in ("method", "runs", "worst group", "per run", "gain over ERM", "clean-test acc", "train x ERM"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    methods = list(dict.fromkeys(name for run in runs for name in run))
+    for name in methods:
+        present = [run for run in runs if name in run and "erm" in run]
+        if not present:
+            continue
+        worst = [run[name]["worst_group_accuracy"] for run in present]
+        gains = [run[name]["worst_group_accuracy"] - run["erm"]["worst_group_accuracy"] for run in present]
+        clean = [run[name]["clean_test_accuracy"] for run in present if run[name]["clean_test_accuracy"] is not None]
+        ratios = [run[name]["train_seconds"] / run["erm"]["train_seconds"] for run in present]
+        table.add_row(name, str(len(present)), f"{sum(worst) / len(worst):.1%}", " ".join(f"{value:.1%}" for value in worst),
+                      f"{sum(gains) / len(gains):+.1%}", f"{sum(clean) / len(clean):.1%}" if clean else "-",
+                      f"{sum(ratios) / len(ratios):.2f}")
+    Console(width=200).print(table)
+
+
 def main() -> int:
     args = parse_args()
+    if args.combine:
+        print_combined(args.combine)
+        return 0
+    if not args.data or not args.work:
+        raise SystemExit("--data and --work are required (or --combine)")
     rows_by_name = {name: (method, flags) for name, method, flags in METHODS}
     chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in rows_by_name]

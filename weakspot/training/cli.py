@@ -71,8 +71,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
     parser.add_argument("--cache-explanations", action="store_true",
                         help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
-    parser.add_argument("--transplant", action="store_true",
-                        help="adversarial: also paste each erased cue into an image of another class (box attacks)")
+    parser.add_argument("--no-transplant", dest="transplant", action="store_false",
+                        help="adversarial: do not paste each erased cue into an image of another class")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
