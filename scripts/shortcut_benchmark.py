@@ -39,7 +39,7 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.5"]),
+    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
 ]
 ROW_NAME = "row.json"
 
@@ -119,7 +119,7 @@ def print_combined(paths: list[str]) -> None:
         clean = [run[name]["clean_test_accuracy"] for run in present if run[name]["clean_test_accuracy"] is not None]
         ratios = [run[name]["train_seconds"] / run["erm"]["train_seconds"] for run in present]
         table.add_row(name, str(len(present)), f"{sum(worst) / len(worst):.1%}", " ".join(f"{value:.1%}" for value in worst),
-                      f"{sum(gains) / len(gains):+.1%}", f"{sum(clean) / len(clean):.1%}" if clean else "-",
+                      f"{100 * sum(gains) / len(gains):+.1f} points", f"{sum(clean) / len(clean):.1%}" if clean else "-",
                       f"{sum(ratios) / len(ratios):.2f}")
     Console(width=200).print(table)
 

@@ -48,7 +48,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import DEFAULT_ATTACKS, DEFAULT_BUDGET
+    from weakspot.augment.adversarial import DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.cli import comma_list, positive_int
 
@@ -63,7 +63,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
     parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
                         help=f"adversarial: queries per image and attack (default {DEFAULT_BUDGET})")
-    parser.add_argument("--fraction", type=float, default=0.5, help="adversarial: share of training images attacked per round")
+    parser.add_argument("--fraction", type=float, default=DEFAULT_FRACTION,
+                        help=f"adversarial: share of training images attacked per round (default {DEFAULT_FRACTION})")
     parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
     parser.add_argument("--adv-warmup", type=int, default=1, help="adversarial: plain epochs before the first round")
     parser.add_argument("--refresh", type=positive_int, default=1, help="adversarial: epochs between attack rounds")
