@@ -96,11 +96,10 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int]]:
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
-    on (images, labels); the fooling images, their true labels, the source of each (its index in the
-    counts) and the counts per source. With ``transplant``, the cue transplants of each box attack are a
-    source of their own (``transplant_cues``, counted as "<attack>-transplant")."""
+    on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
+    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant")."""
     images, labels = images.cpu(), labels.cpu()
     kept_images, kept_labels, counts = [], [], {}
     generator = torch.Generator().manual_seed(seed)
@@ -120,8 +119,7 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
             counts[f"{name}-transplant"] = len(grafted_labels)
-    sources = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(list(counts.values()), dtype=torch.long))
-    return torch.cat(kept_images), torch.cat(kept_labels), sources, counts
+    return torch.cat(kept_images), torch.cat(kept_labels), counts
 
 
 class AdversarialAugment:
@@ -154,7 +152,6 @@ class AdversarialAugment:
         self.transplant = transplant
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
-        self.pool_sources = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
 
     def is_round(self, epoch: int) -> bool:
@@ -181,7 +178,7 @@ class AdversarialAugment:
         rng = np.random.default_rng([self.seed, epoch])
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
-        self.pool_images, self.pool_labels, self.pool_sources, counts = collect_adversarial(
+        self.pool_images, self.pool_labels, counts = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, seed=self.seed * 1_000_003 + epoch)
         reused = self.guidance_cache.hits if self.guidance_cache else 0
@@ -193,11 +190,10 @@ class AdversarialAugment:
         if not len(self.pool_labels):
             return images, labels
         extra = max(1, int(round(self.mix_ratio * len(labels))))
-        # Draws balanced over (true class, source): the pool is dominated by whichever class is easiest to
-        # fool and by the plentiful removals, and training on that alone shifts the shortcut instead of
-        # removing it; the rarer transplants carry the other cue-conflicting direction.
-        groups = self.pool_labels * (int(self.pool_sources.max()) + 1) + self.pool_sources
-        weights = 1.0 / torch.bincount(groups)[groups].float()
+        # Class-balanced draws: the pool is dominated by whichever class is easiest to fool, and training
+        # on that alone shifts the shortcut instead of removing it.
+        class_counts = torch.bincount(self.pool_labels)
+        weights = 1.0 / class_counts[self.pool_labels].float()
         picked = torch.multinomial(weights, extra, replacement=True)
         return (torch.cat([images, self.pool_images[picked].to(images.device)]),
                 torch.cat([labels, self.pool_labels[picked].to(labels.device)]))
