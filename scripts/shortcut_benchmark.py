@@ -40,7 +40,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
-    ("adversarial-v2", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
 ]
 ROW_NAME = "row.json"
 
