@@ -53,6 +53,8 @@ LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class RoundLog:
+    """One attack round as ``results.json`` records it; ``fooled`` counts the kept images per source."""
+
     epoch: int
     attacked: int
     fooled: dict[str, int]
@@ -72,13 +74,11 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
     donors = [row for row in torch.nonzero(result.fooled).flatten().tolist()
               if (perturbation := result.perturbations[row]) is not None and perturbation.boxes
               and perturbation.fill in ERASING_FILLS]
-    if not donors:
-        return images[:0], labels[:0]
-    recipients = []
+    pairs = []
     for donor in donors:
         others = torch.nonzero(labels != labels[donor]).flatten()
-        recipients.append(int(others[torch.randint(len(others), (1,), generator=generator)]) if len(others) else -1)
-    pairs = [(donor, recipient) for donor, recipient in zip(donors, recipients) if recipient >= 0]
+        if len(others):
+            pairs.append((donor, int(others[torch.randint(len(others), (1,), generator=generator)])))
     if not pairs:
         return images[:0], labels[:0]
     donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
