@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from weakspot.attacks import create_attack
-from weakspot.attacks.cli import EXAMPLES_NAME, attack_params, check_attack_names, check_outputs, print_report
+from weakspot.attacks import attack_params, create_attack
+from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, check_outputs, print_report
 from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
 from weakspot.cli import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args,

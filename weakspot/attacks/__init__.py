@@ -4,6 +4,7 @@ name from ``ATTACKS`` (a plain dict: no global registration)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from weakspot.attacks.base import Attack, AttackResult, Perturbation
@@ -30,4 +31,11 @@ def create_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
     return create_from(ATTACKS, "attack", name, classifier, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "Perturbation", "create_attack"]
+def attack_params(name: str, budget: int, **optional: Any) -> dict[str, Any]:
+    """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight, guidance_cache)
+    the attack ``name`` takes, so one call site can serve attacks with different parameters."""
+    accepted = inspect.signature(ATTACKS[name].__init__).parameters
+    return {"budget": budget, **{key: value for key, value in optional.items() if key in accepted}}
+
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Perturbation", "attack_params", "create_attack"]

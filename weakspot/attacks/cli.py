@@ -4,7 +4,6 @@ optionally the JSON report (``weakspot check`` reads it) and the example grid PN
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +60,10 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(table)
 
 
-def attack_params(name: str, budget: int, **optional: int) -> dict[str, int]:
-    """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight) the attack takes."""
-    from weakspot.attacks import ATTACKS
-
-    accepted = inspect.signature(ATTACKS[name].__init__).parameters
-    return {"budget": budget, **{key: value for key, value in optional.items() if key in accepted}}
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from weakspot.attacks import create_attack
+    from weakspot.attacks import attack_params, create_attack
     from weakspot.attacks.report import attack_report, example_grid
     from weakspot.cli import console, dataset_from_args, micro_batch_from_args
     from weakspot.data import align_labels

@@ -14,7 +14,6 @@ images, and ``__call__`` appends pool images to every batch at ``mix_ratio``, dr
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from weakspot.attacks import ATTACKS, AttackResult, create_attack
+from weakspot.attacks import AttackResult, attack_params, create_attack
 from weakspot.attacks.engine import fooling
-from weakspot.attacks.proposals import box_masks
 from weakspot.attacks.guidance import GuidanceCache
+from weakspot.attacks.proposals import box_masks
 from weakspot.fills import ERASING_FILLS, apply_masks
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -104,10 +103,8 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
     kept_images, kept_labels, counts = [], [], {}
     generator = torch.Generator().manual_seed(seed)
     for name in attacks:
-        options = dict(attack_options.get(name, {}))
-        if guidance_cache is not None and "guidance_cache" in inspect.signature(ATTACKS[name].__init__).parameters:
-            options["guidance_cache"] = guidance_cache
-        attack = create_attack(name, classifier, budget=budget, **options)
+        options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
+        attack = create_attack(name, classifier, **options)
         result = attack(images, labels)
         fooled = result.fooled.cpu()
         kept_images.append(result.adversarial.cpu()[fooled])
@@ -134,10 +131,9 @@ class AdversarialAugment:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  fraction: float = DEFAULT_FRACTION, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5,
-                 warmup_epochs: int = 1,
-                 refresh: int = 1, rounds: int | None = None,
-                 attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS, cache_explanations: bool = False,
-                 transplant: bool = True, seed: int = 0) -> None:
+                 warmup_epochs: int = 1, refresh: int = 1, rounds: int | None = None,
+                 attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
+                 cache_explanations: bool = False, transplant: bool = True, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
@@ -175,15 +171,15 @@ class AdversarialAugment:
         if not self.is_round(epoch):
             return
         started = time.perf_counter()
+        hits_before = self.guidance_cache.hits if self.guidance_cache else 0
         rng = np.random.default_rng([self.seed, epoch])
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         self.pool_images, self.pool_labels, counts = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, seed=self.seed * 1_000_003 + epoch)
-        reused = self.guidance_cache.hits if self.guidance_cache else 0
-        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started,
-                                     reused - sum(log.explanations_reused for log in self.history)))
+        reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
+        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started, reused))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
