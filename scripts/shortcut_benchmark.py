@@ -40,6 +40,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
+    ("adversarial-all-removals", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
+                                                 "--no-cues-only"]),
 ]
 ROW_NAME = "row.json"
 
@@ -60,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=None, help="seeded random subset of the benchmark rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on shared cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", default="last", choices=("best", "last"),
+                        help="finetune --keep for every row (default last: the validation split carries the shortcut)")
     return parser.parse_args()
 
 
@@ -70,7 +74,7 @@ def run_method(args: argparse.Namespace, name: str, method: str, flags: list[str
     command = ["finetune", "--data", args.data, "--label", args.label, "--size", str(args.size),
                "--model", "efficientnet_lite0", "--weights", "imagenet", "--method", method, *flags,
                "--epochs", str(args.epochs), "--patience", "0", "--threads", str(args.threads),
-               "--seed", str(args.seed), "--out", str(out), "--no-progress"]
+               "--seed", str(args.seed), "--keep", args.keep, "--out", str(out), "--no-progress"]
     if args.max_images:
         command += ["--max-images", str(args.max_images)]
     started = time.perf_counter()
@@ -142,6 +146,7 @@ def main() -> int:
     if args.json:
         atomic_write_json(args.json, {"data": args.data, "size": args.size, "epochs": args.epochs,
                                       "max_images": args.max_images, "threads": args.threads, "seed": args.seed,
+                                      "keep": args.keep,
                                       "cpu_count": os.cpu_count(), "load_average_before": load_before,
                                       "load_average_after": os.getloadavg(), "methods": rows})
     return 0

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from weakspot.attacks import create_attack
-from weakspot.augment.adversarial import AdversarialAugment, transplant_cues
+from weakspot.augment import adversarial
+from weakspot.augment.adversarial import AdversarialAugment, collect_adversarial, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 
@@ -94,10 +95,11 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
     images, labels = test.images[:16], test.labels[:16]
     generator = torch.Generator().manual_seed(0)
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
-    donors = int((result.fooled & (labels == 1)).sum())
-    assert donors >= 4
-    grafted, grafted_labels = transplant_cues(button_model, images, labels, result, 0.0, generator)
-    assert len(grafted_labels) >= donors // 2 and (grafted_labels == 0).all()
+    class_1_removals = int((result.fooled & (labels == 1)).sum())
+    assert class_1_removals >= 4
+    grafted, grafted_labels, donors = transplant_cues(button_model, images, labels, result, 0.0, generator)
+    assert len(grafted_labels) >= class_1_removals // 2 and (grafted_labels == 0).all()
+    assert len(donors) == len(grafted_labels) and bool(result.fooled[donors].all()) and bool((labels[donors] == 1).all())
     assert (button_model.predict(grafted)[0].cpu() == 1).all()
     recipients = images[labels == 0]
     for image in grafted:  # a class-0 image, changed only inside the pasted patches (at most 3 x 4%)
@@ -106,7 +108,36 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
     painted = create_attack("button", button_model, budget=80, fills=("black",))(images, labels)
     assert len(transplant_cues(button_model, images, labels, painted, 0.0, generator)[1]) == 0
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
-                              attack_options={"button": {"fills": ("median",)}}, transplant=True)
+                              attack_options={"button": {"fills": ("median",)}}, transplant=True, cues_only=False)
     loop.start_epoch(0, button_model)
     assert loop.history[0].fooled["button-transplant"] > 0
     assert len(loop.pool_labels) == sum(loop.history[0].fooled.values())
+
+
+def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, button_model, monkeypatch):
+    """With ``cues_only`` a removal stays in the pool only when its erased region, pasted into an image of
+    another class, fooled the model as well. On the toy every button transplant fools, so half of them are
+    dropped here (a recipient the model would not be fooled on) to see the removals follow their donors."""
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    options = {"button": {"fills": ("median",)}}
+    real_transplant_cues = adversarial.transplant_cues
+
+    def every_second_donor(*args, **kwargs):
+        grafted, grafted_labels, donors = real_transplant_cues(*args, **kwargs)
+        return grafted[::2], grafted_labels[::2], donors[::2]
+
+    monkeypatch.setattr(adversarial, "transplant_cues", every_second_donor)
+    every, every_labels, every_counts = collect_adversarial(button_model, images, labels, ("button",), 80, options,
+                                                            transplant=True, seed=3)
+    cues, cue_labels, cue_counts = collect_adversarial(button_model, images, labels, ("button",), 80, options,
+                                                       transplant=True, cues_only=True, seed=3)
+    result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
+    _, _, donors = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3))
+    kept_donors = donors[::2]
+    assert every_counts == {"button-transplant": len(kept_donors), "button": int(result.fooled.sum())}
+    assert cue_counts == {"button-transplant": len(kept_donors), "button": len(kept_donors)} and len(kept_donors) >= 2
+    transplants = len(kept_donors)
+    assert torch.equal(cues[:transplants], every[:transplants])  # the same transplants, fewer removals
+    assert torch.equal(cues[transplants:], result.adversarial[kept_donors])
+    assert torch.equal(cue_labels[transplants:], labels[kept_donors])

@@ -137,6 +137,26 @@ def test_warmup_then_cosine_and_early_stopping(tiny):
     assert result.best_val_accuracy == 1.0
 
 
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_the_weights_the_fit_ends_with(tiny, tmp_path, keep):
+    """Epoch 1 is the best validation epoch (100% on these images), so "best" and "last" differ."""
+    train, val = tiny
+    classifier = _model(train.class_names)
+    train_classifier(classifier, train.images, train.labels, TrainConfig(epochs=4, lr=3e-3, batch_size=16))
+    predicted, _ = classifier.predict(val.images)
+    right = torch.nonzero(predicted == val.labels).flatten()
+    result = fit(classifier, train.images, train.labels, TrainConfig(epochs=3, lr=1e-4, seed=0, keep=keep),
+                 val.images[right], val.labels[right], out_dir=tmp_path)
+    assert result.best_epoch == 1 and result.kept_epoch == (1 if keep == "best" else 3)
+    best, last = (torch.load(tmp_path / name, weights_only=True)["state_dict"] for name in ("best.pt", "last.pt"))
+    held = classifier.model.state_dict()
+    kept, other = (best, last) if keep == "best" else (last, best)
+    assert all(torch.equal(held[key].cpu(), kept[key]) for key in kept)
+    assert not all(torch.equal(held[key].cpu(), other[key]) for key in other)
+    with pytest.raises(WeakspotError, match="keep must be one of"):
+        TrainConfig(keep="first").validate()
+
+
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
     return ["train", "--data", str(data), "--label", "shape", "--size", "32", "--model", "test_efficientnet",
             "--weights", "none", "--epochs", str(epochs), "--batch-size", "16", "--lr", "3e-3", "--out", str(out),

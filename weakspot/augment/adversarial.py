@@ -61,25 +61,31 @@ class RoundLog:
     explanations_reused: int = 0  # image explanations taken from the cache in this round
 
 
+def erasing_removals(result: AttackResult) -> torch.Tensor:
+    """Which images a box attack fooled by erasing regions (``fills.ERASING_FILLS``): the cue donors."""
+    return torch.tensor([bool(fooled) and (perturbation := result.perturbations[row]) is not None
+                         and bool(perturbation.boxes) and perturbation.fill in ERASING_FILLS
+                         for row, fooled in enumerate(result.fooled.cpu().tolist())], dtype=torch.bool)
+
+
 def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, result: AttackResult,
-                    margin: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                    margin: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cue an erasing patch removed, pasted at the same place into an image of another class.
 
     Where a box attack fooled the model by ERASING a region (``fills.ERASING_FILLS``), that region of the
     clean image is what the model read as its label. Pasted into a random image of another class, it makes
     the cue-conflicting example the other way round (a female photo with the "button" of a male one); the
     transplants that fool the model (same ``margin`` as the attack) are kept with the recipient's true label.
+    Returns them, their labels and their donors' rows.
     """
-    donors = [row for row in torch.nonzero(result.fooled).flatten().tolist()
-              if (perturbation := result.perturbations[row]) is not None and perturbation.boxes
-              and perturbation.fill in ERASING_FILLS]
+    donors = torch.nonzero(erasing_removals(result)).flatten().tolist()
     pairs = []
     for donor in donors:
         others = torch.nonzero(labels != labels[donor]).flatten()
         if len(others):
             pairs.append((donor, int(others[torch.randint(len(others), (1,), generator=generator)])))
     if not pairs:
-        return images[:0], labels[:0]
+        return images[:0], labels[:0], torch.empty(0, dtype=torch.long)
     donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
     width = max(len(result.perturbations[row].boxes) for row in donor_rows.tolist())
     boxes = torch.zeros(len(pairs), width, 4, dtype=torch.long)
@@ -89,16 +95,18 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
     masks = box_masks(boxes, images.shape[-2], images.shape[-1])
     transplanted = apply_masks(images[recipient_rows], masks, images[donor_rows])
     fooled = fooling(classifier.predict_proba(transplanted).cpu(), labels[recipient_rows], margin)
-    return transplanted[fooled], labels[recipient_rows][fooled]
+    return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled]
 
 
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+                        cues_only: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
     on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
-    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant")."""
+    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant"); with
+    ``cues_only`` as well, an erasing removal is kept only when its transplant fooled the model too: the
+    region then decides the label both ways (a cue), where a removal alone may erase real evidence."""
     images, labels = images.cpu(), labels.cpu()
     kept_images, kept_labels, counts = [], [], {}
     generator = torch.Generator().manual_seed(seed)
@@ -107,15 +115,18 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
         attack = create_attack(name, classifier, **options)
         result = attack(images, labels)
         fooled = result.fooled.cpu()
-        kept_images.append(result.adversarial.cpu()[fooled])
-        kept_labels.append(labels[fooled])
-        counts[name] = int(fooled.sum())
         if transplant:
-            grafted, grafted_labels = transplant_cues(classifier, images, labels, result,
-                                                      getattr(attack, "margin", 0.0), generator)
+            grafted, grafted_labels, donors = transplant_cues(classifier, images, labels, result,
+                                                              getattr(attack, "margin", 0.0), generator)
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
             counts[f"{name}-transplant"] = len(grafted_labels)
+            if cues_only:
+                fooled = fooled & ~erasing_removals(result)
+                fooled[donors] = True
+        kept_images.append(result.adversarial.cpu()[fooled])
+        kept_labels.append(labels[fooled])
+        counts[name] = int(fooled.sum())
     return torch.cat(kept_images), torch.cat(kept_labels), counts
 
 
@@ -133,7 +144,8 @@ class AdversarialAugment:
                  fraction: float = DEFAULT_FRACTION, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5,
                  warmup_epochs: int = 1, refresh: int = 1, rounds: int | None = None,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
-                 cache_explanations: bool = False, transplant: bool = True, seed: int = 0) -> None:
+                 cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
+                 seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
@@ -145,7 +157,7 @@ class AdversarialAugment:
         self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
-        self.transplant = transplant
+        self.transplant, self.cues_only = transplant, cues_only
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
@@ -177,7 +189,7 @@ class AdversarialAugment:
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         self.pool_images, self.pool_labels, counts = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
-            self.guidance_cache, self.transplant, seed=self.seed * 1_000_003 + epoch)
+            self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + epoch)
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started, reused))
 

@@ -35,6 +35,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy (0: off)")
+    parser.add_argument("--keep", default="best", choices=("best", "last"),
+                        help="weights the run ends with and is evaluated with: the best validation epoch's (default) or "
+                             "the last epoch's (a validation split drawn like the training split carries its shortcuts)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / RandomResizedCrop / colour jitter")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=positive_int, default=None,
@@ -74,6 +77,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
     parser.add_argument("--no-transplant", dest="transplant", action="store_false",
                         help="adversarial: do not paste each erased cue into an image of another class")
+    parser.add_argument("--cues-only", action=argparse.BooleanOptionalAction, default=True,
+                        help="adversarial: keep an erasing removal only when its transplant fools the model too "
+                             "(default; needs transplants)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -92,7 +98,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "seed": args.seed}
+                "cues_only": args.cues_only, "seed": args.seed}
     return {}
 
 
@@ -151,7 +157,8 @@ def run(args: argparse.Namespace, method: str) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          label_smoothing=args.label_smoothing, seed=args.seed, warmup_epochs=args.warmup_epochs,
-                         schedule=args.schedule, patience=args.patience or None, augment=not args.no_augment)
+                         schedule=args.schedule, patience=args.patience or None, augment=not args.no_augment,
+                         keep=args.keep)
     config.validate()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,7 +191,7 @@ def run(args: argparse.Namespace, method: str) -> int:
         attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
         results: dict[str, Any] = {
             "method": method, "model": classifier.arch, "data": str(args.data), "size": args.size,
-            "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
             "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
             "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
         if isinstance(transform, AdversarialAugment):

@@ -50,6 +50,7 @@ LOG_NAME = "log.jsonl"
 SCHEDULES = ("constant", "cosine")
 RESUME_STATE = ("optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history", "best_epoch",
                 "best_val_accuracy", "waited", "stopped")  # what every epoch's last.pt holds in extra_state
+KEEP_CHOICES = ("best", "last")
 RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "warmup_epochs",
                "schedule", "augment")
 
@@ -66,6 +67,9 @@ class TrainConfig:
     schedule: str = "constant"  # "cosine": decay to 0 over all planned steps after the warm-up
     patience: int | None = None  # early stopping: epochs without a better validation accuracy
     augment: bool = False  # flip + RandomResizedCrop + colour jitter (albumentations)
+    # Weights the fit ends with: "best" validation epoch's, or "last" epoch's. A validation split drawn like
+    # the training split carries the same shortcut, so "best" can pick the epoch that relies on it most.
+    keep: str = "best"
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -76,6 +80,8 @@ class TrainConfig:
             raise WeakspotError(f"warm-up must be >= 0 and schedule one of {', '.join(SCHEDULES)}")
         if self.patience is not None and self.patience < 1:
             raise WeakspotError(f"patience must be >= 1, got {self.patience}")
+        if self.keep not in KEEP_CHOICES:
+            raise WeakspotError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
 
 
 @dataclass
@@ -85,6 +91,7 @@ class FitResult:
     best_val_accuracy: float | None
     stopped_early: bool
     out_dir: Path | None = None
+    kept_epoch: int = 0  # the epoch whose weights the classifier holds after the fit (``TrainConfig.keep``)
 
 
 def _world() -> tuple[int, int]:
@@ -280,7 +287,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
         out_dir: str | os.PathLike | None = None, resume: bool = False, transform: BatchTransform | None = None,
         progress: bool = False, meta: dict[str, Any] | None = None) -> FitResult:
-    """Fine-tune ``classifier`` in place; with validation data the best epoch's weights are kept.
+    """Fine-tune ``classifier`` in place; with validation data the best epoch's weights are kept (unless
+    ``config.keep`` is "last").
 
     ``out_dir`` gets ``last.pt`` (every epoch, with optimizer/scheduler/scaler/RNG state for ``resume``),
     ``best.pt`` (the best validation epoch, or the last epoch without validation data) and ``log.jsonl``.
@@ -369,10 +377,12 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
                     **trainer.state(), "epoch": epoch + 1, "rng": rng, "config": asdict(config), "history": history,
                     "best_epoch": best_epoch, "best_val_accuracy": best_accuracy, "waited": waited, "stopped": stopped})
                 _append_line(out / LOG_NAME, entry)
-    if best_state is not None:
+    kept_epoch = len(history)
+    if best_state is not None and config.keep == "best":
         classifier.model.load_state_dict(best_state)
+        kept_epoch = best_epoch
     return FitResult(history=history, best_epoch=best_epoch, best_val_accuracy=best_accuracy if has_val else None,
-                     stopped_early=stopped, out_dir=out)
+                     stopped_early=stopped, out_dir=out, kept_epoch=kept_epoch)
 
 
 def train_classifier(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
