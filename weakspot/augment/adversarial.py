@@ -6,6 +6,8 @@ fooling image does not change: training on it teaches the model that the occlude
 decides the class. Both cue-conflicting directions appear: removing a shortcut cue (a fill that looks like
 absence, kept when it shakes the prediction by the attack's ``margin``) and adding one (``transplant``: the
 erased region pasted into an image of another class, kept with that image's label when it fools the model).
+With ``cues_only`` (the default) a box attack's removal is kept only when its transplant fooled the model too, so
+the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
 round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
