@@ -31,6 +31,7 @@ from rich.table import Table
 
 from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
+from weakspot.training.loop import KEEP_CHOICES
 
 # Table rows in order: (row name, finetune --method, its flags).
 METHODS: list[tuple[str, str, list[str]]] = [
@@ -62,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=None, help="seeded random subset of the benchmark rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on shared cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", default="last", choices=("best", "last"),
+    parser.add_argument("--keep", default="last", choices=KEEP_CHOICES,
                         help="finetune --keep for every row (default last: the validation split carries the shortcut)")
     return parser.parse_args()
 

@@ -21,6 +21,7 @@ EVAL_SPLITS = ("test", "clean_test")
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from weakspot.cli import add_data_arguments, add_runtime_arguments, positive_int
+    from weakspot.training.loop import KEEP_CHOICES
 
     add_data_arguments(parser)
     parser.add_argument("--model", default="efficientnet_lite0", help="timm architecture (default efficientnet_lite0)")
@@ -35,7 +36,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy (0: off)")
-    parser.add_argument("--keep", default="best", choices=("best", "last"),
+    parser.add_argument("--keep", default="best", choices=KEEP_CHOICES,
                         help="weights the run ends with and is evaluated with: the best validation epoch's (default) or "
                              "the last epoch's (a validation split drawn like the training split carries its shortcuts)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / RandomResizedCrop / colour jitter")
