@@ -41,6 +41,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
+    ("adversarial-spread", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
+                                           "--spread", "0.5"]),
     ("adversarial-all-removals", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
                                                  "--no-cues-only"]),
 ]

@@ -6,6 +6,7 @@ from weakspot.augment import adversarial
 from weakspot.augment.adversarial import AdversarialAugment, collect_adversarial, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
+from weakspot.fills import fill_images
 
 
 def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(button_data, button_model):
@@ -128,16 +129,50 @@ def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, butto
         return grafted[::2], grafted_labels[::2], donors[::2]
 
     monkeypatch.setattr(adversarial, "transplant_cues", every_second_donor)
-    every, every_labels, every_counts = collect_adversarial(button_model, images, labels, ("button",), 80, options,
-                                                            transplant=True, seed=3)
-    cues, cue_labels, cue_counts = collect_adversarial(button_model, images, labels, ("button",), 80, options,
-                                                       transplant=True, cues_only=True, seed=3)
+    every = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True, seed=3)
+    cues = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
+                               cues_only=True, seed=3)
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
     _, _, donors = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3))
     kept_donors = donors[::2]
-    assert every_counts == {"button-transplant": len(kept_donors), "button": int(result.fooled.sum())}
-    assert cue_counts == {"button-transplant": len(kept_donors), "button": len(kept_donors)} and len(kept_donors) >= 2
+    assert every.counts == {"button-transplant": len(kept_donors), "button": int(result.fooled.sum())}
+    assert cues.counts == {"button-transplant": len(kept_donors), "button": len(kept_donors)} and len(kept_donors) >= 2
     transplants = len(kept_donors)
-    assert torch.equal(cues[:transplants], every[:transplants])  # the same transplants, fewer removals
-    assert torch.equal(cues[transplants:], result.adversarial[kept_donors])
-    assert torch.equal(cue_labels[transplants:], labels[kept_donors])
+    assert torch.equal(cues.images[:transplants], every.images[:transplants])  # the same transplants, fewer removals
+    assert torch.equal(cues.images[transplants:], result.adversarial[kept_donors])
+    assert torch.equal(cues.labels[transplants:], labels[kept_donors])
+    assert torch.equal(cues.cues.images, images[kept_donors]) and torch.equal(cues.cues.labels, labels[kept_donors])
+
+
+def test_spread_pastes_confirmed_cues_into_the_other_class_and_erases_them_in_the_same(button_data, button_model):
+    """Every image gets one confirmed cue's region (probability 1): a class-0 image the donor's pixels (the
+    toy model then reads the button and says 1), a class-1 image the erasing fill; nothing else changes."""
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    harvest = collect_adversarial(button_model, images, labels, ("button",), 80, {"button": {"fills": ("median",)}},
+                                  transplant=True, cues_only=True)
+    bank = harvest.cues
+    assert len(bank) >= 2 and (bank.labels == 1).all() and set(bank.fills) == {"median"}
+    batch, batch_labels = test.images[16:48], test.labels[16:48]
+    assert torch.equal(bank.spread(batch, batch_labels, 0.0), batch)
+    torch.manual_seed(0)
+    spread = bank.spread(batch, batch_labels, 1.0)
+    torch.manual_seed(0)
+    torch.rand(len(batch))  # the same draws: who gets a cue (everyone at 1.0), then which cue
+    picked = torch.randint(len(bank), (len(batch),))
+    sources = torch.where((batch_labels == 0)[:, None, None, None], bank.images[picked], fill_images(batch, "median"))
+    expected = torch.where(bank.masks[picked][:, None], sources, batch)
+    assert torch.equal(spread, expected)
+    assert bool(((spread != batch).any(dim=1).flatten(1).sum(dim=1) > 0).all())
+    others = batch_labels == 0
+    assert float((button_model.predict(spread[others])[0].cpu() == 1).float().mean()) >= 0.8
+    loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
+                              attack_options={"button": {"fills": ("median",)}}, spread=1.0)
+    loop.start_epoch(0, button_model)
+    assert loop.history[0].cues == len(loop.cues) > 0
+    mixed, mixed_labels = loop(batch, batch_labels, button_model)
+    assert torch.equal(mixed_labels[:len(batch)], batch_labels) and not torch.equal(mixed[:len(batch)], batch)
+    with pytest.raises(WeakspotError, match="needs transplant"):
+        AdversarialAugment(images, labels, spread=0.5, transplant=False)
+    with pytest.raises(WeakspotError, match="spread in"):
+        AdversarialAugment(images, labels, spread=1.5)

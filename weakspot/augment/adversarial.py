@@ -28,7 +28,7 @@ from weakspot.attacks import AttackResult, attack_params, create_attack
 from weakspot.attacks.engine import fooling
 from weakspot.attacks.guidance import GuidanceCache
 from weakspot.attacks.proposals import box_masks
-from weakspot.fills import ERASING_FILLS, apply_masks
+from weakspot.fills import ERASING_FILLS, apply_masks, fill_images
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
 
@@ -61,6 +61,7 @@ class RoundLog:
     fooled: dict[str, int]
     seconds: float
     explanations_reused: int = 0  # image explanations taken from the cache in this round
+    cues: int = 0  # confirmed cues in the bank that ``spread`` draws from
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -68,6 +69,60 @@ def erasing_removals(result: AttackResult) -> torch.Tensor:
     return torch.tensor([bool(fooled) and (perturbation := result.perturbations[row]) is not None
                          and bool(perturbation.boxes) and perturbation.fill in ERASING_FILLS
                          for row, fooled in enumerate(result.fooled.cpu().tolist())], dtype=torch.bool)
+
+
+def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boolean masks (len(rows), H, W) of the boxes a box attack changed in those rows of its result."""
+    boxes = torch.zeros(len(rows), max(len(result.perturbations[row].boxes) for row in rows.tolist()), 4,
+                        dtype=torch.long)
+    for index, row in enumerate(rows.tolist()):
+        patch_boxes = result.perturbations[row].boxes
+        boxes[index, :len(patch_boxes)] = torch.tensor(patch_boxes)
+    return box_masks(boxes, height, width)
+
+
+@dataclass
+class CueBank:
+    """Confirmed cues (an erased region that fooled the model, whose transplant fooled it too): the donor
+    images, the regions' masks, the donors' labels and the fill that erased them."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    fills: tuple[str, ...]
+
+    @classmethod
+    def empty(cls, images: torch.Tensor) -> CueBank:
+        return cls(images[:0], torch.zeros(0, *images.shape[-2:], dtype=torch.bool),
+                   torch.empty(0, dtype=torch.long), ())
+
+    @classmethod
+    def concat(cls, banks: Sequence[CueBank]) -> CueBank:
+        return cls(torch.cat([bank.images for bank in banks]), torch.cat([bank.masks for bank in banks]),
+                   torch.cat([bank.labels for bank in banks]), tuple(fill for bank in banks for fill in bank.fills))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def spread(self, images: torch.Tensor, labels: torch.Tensor, probability: float) -> torch.Tensor:
+        """Each image, with ``probability``, gets a random cue's region: the donor's pixels when its class
+        differs (the cue added where it contradicts the label), the cue's erasing fill when it is the same
+        (the cue removed at the place it was found). Labels are unchanged; no model query."""
+        chosen = torch.nonzero(torch.rand(len(labels)) < probability).flatten()
+        if not len(chosen) or not len(self):
+            return images
+        picked = torch.randint(len(self), (len(chosen),))
+        targets = images[chosen]
+        same_class = (self.labels[picked] == labels[chosen].cpu()).to(images.device)
+        sources = self.images[picked].to(images.device)
+        for fill in set(self.fills):
+            of_fill = torch.tensor([self.fills[index] == fill for index in picked.tolist()], device=images.device)
+            erase = same_class & of_fill
+            if erase.any():
+                sources[erase] = fill_images(targets[erase], fill)
+        images = images.clone()
+        images[chosen] = apply_masks(targets, self.masks[picked].to(images.device), sources)
+        return images
 
 
 def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, result: AttackResult,
@@ -89,28 +144,35 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
     if not pairs:
         return images[:0], labels[:0], torch.empty(0, dtype=torch.long)
     donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
-    width = max(len(result.perturbations[row].boxes) for row in donor_rows.tolist())
-    boxes = torch.zeros(len(pairs), width, 4, dtype=torch.long)
-    for index, row in enumerate(donor_rows.tolist()):
-        patch_boxes = result.perturbations[row].boxes
-        boxes[index, :len(patch_boxes)] = torch.tensor(patch_boxes)
-    masks = box_masks(boxes, images.shape[-2], images.shape[-1])
+    masks = perturbation_masks(result, donor_rows, images.shape[-2], images.shape[-1])
     transplanted = apply_masks(images[recipient_rows], masks, images[donor_rows])
     fooled = fooling(classifier.predict_proba(transplanted).cpu(), labels[recipient_rows], margin)
     return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled]
 
 
+@dataclass
+class Harvest:
+    """What one attack round keeps: the fooling images with their true labels, counts per source, and the
+    confirmed cues (``CueBank``) for spreading."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    counts: dict[str, int]
+    cues: CueBank
+
+
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
-                        cues_only: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+                        cues_only: bool = False, seed: int = 0) -> Harvest:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
     on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
-    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant"); with
-    ``cues_only`` as well, an erasing removal is kept only when its transplant fooled the model too: the
-    region then decides the label both ways (a cue), where a removal alone may erase real evidence."""
+    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant") and
+    the confirmed cues (the transplanted regions that fooled); with ``cues_only`` as well, an erasing removal
+    is kept only when its transplant fooled the model too: the region then decides the label both ways (a
+    cue), where a removal alone may erase real evidence."""
     images, labels = images.cpu(), labels.cpu()
-    kept_images, kept_labels, counts = [], [], {}
+    kept_images, kept_labels, counts, banks = [], [], {}, [CueBank.empty(images)]
     generator = torch.Generator().manual_seed(seed)
     for name in attacks:
         options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
@@ -123,13 +185,16 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
             counts[f"{name}-transplant"] = len(grafted_labels)
+            if len(donors):
+                banks.append(CueBank(images[donors], perturbation_masks(result, donors, *images.shape[-2:]),
+                                     labels[donors], tuple(result.perturbations[row].fill for row in donors.tolist())))
             if cues_only:
                 fooled = fooled & ~erasing_removals(result)
                 fooled[donors] = True
         kept_images.append(result.adversarial.cpu()[fooled])
         kept_labels.append(labels[fooled])
         counts[name] = int(fooled.sum())
-    return torch.cat(kept_images), torch.cat(kept_labels), counts
+    return Harvest(torch.cat(kept_images), torch.cat(kept_labels), counts, CueBank.concat(banks))
 
 
 class AdversarialAugment:
@@ -147,19 +212,22 @@ class AdversarialAugment:
                  warmup_epochs: int = 1, refresh: int = 1, rounds: int | None = None,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
-                 seed: int = 0) -> None:
+                 spread: float = 0.0, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
-                or (rounds is not None and rounds < 1)):
+                or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio > 0, budget >= 1, "
-                                "warm-up >= 0, refresh >= 1 and rounds >= 1 are required")
+                                "warm-up >= 0, refresh >= 1, rounds >= 1 and spread in [0, 1] are required")
+        if spread and not transplant:
+            raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
         self.attacks, self.fraction, self.budget = tuple(attacks), fraction, budget
         self.mix_ratio, self.warmup_epochs, self.refresh, self.seed = mix_ratio, warmup_epochs, refresh, seed
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
-        self.transplant, self.cues_only = transplant, cues_only
+        self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
+        self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
@@ -189,14 +257,17 @@ class AdversarialAugment:
         rng = np.random.default_rng([self.seed, epoch])
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
-        self.pool_images, self.pool_labels, counts = collect_adversarial(
+        harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + epoch)
+        self.pool_images, self.pool_labels, self.cues, counts = harvest.images, harvest.labels, harvest.cues, harvest.counts
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
-        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started, reused))
+        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started, reused, len(self.cues)))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.spread:
+            images = self.cues.spread(images, labels, self.spread)
         if not len(self.pool_labels):
             return images, labels
         extra = max(1, int(round(self.mix_ratio * len(labels))))

@@ -81,6 +81,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cues-only", action=argparse.BooleanOptionalAction, default=True,
                         help="adversarial: keep an erasing removal only when its transplant fools the model too "
                              "(default; needs transplants)")
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
+                             "round pasted (other class) or erased (same class) at its place; no queries")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -99,7 +102,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "seed": args.seed}
+                "cues_only": args.cues_only, "spread": args.spread, "seed": args.seed}
     return {}
 
 
