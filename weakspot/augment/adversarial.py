@@ -8,10 +8,13 @@ absence, kept when it shakes the prediction by the attack's ``margin``) and addi
 erased region pasted into an image of another class, kept with that image's label when it fools the model).
 With ``cues_only`` (the default) a box attack's removal is kept only when its transplant fooled the model too, so
 the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
+Those confirmed cues form a ``CueBank``; with ``spread`` every batch's clean images also get them, at no query
+cost: pasted into images of another class, erased at the same place in images of the donor's class.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
 round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
-images, and ``__call__`` appends pool images to every batch at ``mix_ratio``, drawn class-balanced.
+images, and ``__call__`` spreads the bank's cues over the batch (``spread``) and appends pool images at
+``mix_ratio``, drawn class-balanced.
 """
 
 from __future__ import annotations

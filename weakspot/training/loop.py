@@ -321,7 +321,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         start_epoch, history = int(extra["epoch"]), list(extra["history"])
         best_epoch, waited, stopped = int(extra["best_epoch"]), int(extra["waited"]), bool(extra["stopped"])
         best_accuracy = extra["best_val_accuracy"]
-        if best_epoch:
+        if best_epoch and config.keep == "best":
             best_state = read_checkpoint(out / BEST_CHECKPOINT)["state_dict"]
         if is_main:
             atomic_write_text(out / LOG_NAME, "".join(json.dumps(entry) + "\n" for entry in history))
@@ -359,7 +359,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
             improved = not has_val or best_accuracy is None or val_accuracy > best_accuracy
             if improved:
                 best_accuracy, best_epoch, waited = val_accuracy, epoch + 1, 0
-                best_state = {key: value.detach().cpu().clone() for key, value in classifier.model.state_dict().items()}
+                if config.keep == "best":  # held in memory only to be restored at the end
+                    best_state = {key: value.detach().cpu().clone() for key, value in classifier.model.state_dict().items()}
             else:
                 waited += 1
             stopped = config.patience is not None and waited >= config.patience and epoch + 1 < config.epochs
@@ -378,7 +379,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
                     "best_epoch": best_epoch, "best_val_accuracy": best_accuracy, "waited": waited, "stopped": stopped})
                 _append_line(out / LOG_NAME, entry)
     kept_epoch = len(history)
-    if best_state is not None and config.keep == "best":
+    if best_state is not None:
         classifier.model.load_state_dict(best_state)
         kept_epoch = best_epoch
     return FitResult(history=history, best_epoch=best_epoch, best_val_accuracy=best_accuracy if has_val else None,
