@@ -45,6 +45,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
                                            "--spread", "0.5"]),
     ("adversarial-spread-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                "--spread", "0.5"]),
+    ("adversarial-zone-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                             "--spread", "0.5"]),
     ("adversarial-all-removals", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
                                                  "--no-cues-only"]),
 ]

@@ -3,7 +3,7 @@ import torch
 
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
-from weakspot.augment.adversarial import AdversarialAugment, collect_adversarial, transplant_cues
+from weakspot.augment.adversarial import ZONE_SHARE, AdversarialAugment, collect_adversarial, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
@@ -145,8 +145,9 @@ def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, butto
 
 
 def test_spread_pastes_confirmed_cues_into_the_other_class_and_erases_them_in_the_same(button_data, button_model):
-    """Every image gets one confirmed cue's region (probability 1): a class-0 image the donor's pixels (the
-    toy model then reads the button and says 1), a class-1 image the erasing fill; nothing else changes."""
+    """Every image gets one confirmed cue (probability 1): a class-0 image the donor's pixels in its region
+    (the toy model then reads the button and says 1), a class-1 image the erasing fill over the class's cue
+    zone; nothing else changes."""
     _, test, _ = button_data
     images, labels = test.images[:16], test.labels[:16]
     harvest = collect_adversarial(button_model, images, labels, ("button",), 80, {"button": {"fills": ("median",)}},
@@ -160,12 +161,18 @@ def test_spread_pastes_confirmed_cues_into_the_other_class_and_erases_them_in_th
     torch.manual_seed(0)
     torch.rand(len(batch))  # the same draws: who gets a cue (everyone at 1.0), then which cue
     picked = torch.randint(len(bank), (len(batch),))
-    sources = torch.where((batch_labels == 0)[:, None, None, None], bank.images[picked], fill_images(batch, "median"))
-    expected = torch.where(bank.masks[picked][:, None], sources, batch)
+    zone = bank.masks.float().mean(dim=0) >= ZONE_SHARE  # every cue is a class-1 button here
+    assert 0 < int(zone.sum()) <= int(bank.masks.sum(dim=(1, 2)).max())
+    other_class = (batch_labels == 0)[:, None, None, None]
+    sources = torch.where(other_class, bank.images[picked], fill_images(batch, "median"))
+    masks = torch.where(other_class[:, 0], bank.masks[picked], zone)
+    expected = torch.where(masks[:, None], sources, batch)
     assert torch.equal(spread, expected)
     assert bool(((spread != batch).any(dim=1).flatten(1).sum(dim=1) > 0).all())
     others = batch_labels == 0
     assert float((button_model.predict(spread[others])[0].cpu() == 1).float().mean()) >= 0.8
+    # the zone erases the buttons of most class-1 images, although buttons move by up to 6% between images
+    assert float((button_model.predict(spread[~others])[0].cpu() == 0).float().mean()) >= 0.7
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
                               attack_options={"button": {"fills": ("median",)}}, spread=1.0)
     loop.start_epoch(0, button_model)
