@@ -9,7 +9,7 @@ erased region pasted into an image of another class, kept with that image's labe
 With ``cues_only`` (the default) a box attack's removal is kept only when its transplant fooled the model too, so
 the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
 Those confirmed cues form a ``CueBank``; with ``spread`` every batch's clean images also get them, at no query
-cost: pasted into images of another class, erased over the class's cue zone in images of the donor's class.
+cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
 round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
@@ -120,24 +120,25 @@ class CueBank:
                    for label in cue_labels.unique()}
         return torch.stack([zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
-    def spread(self, images: torch.Tensor, labels: torch.Tensor, probability: float) -> torch.Tensor:
-        """Each image, with ``probability``, gets a random cue: an image of another class than the cue's gets
-        the donor's pixels inside the cue's region (the cue added where it contradicts the label), an image
-        of the same class gets its class's cue zone erased with the cue's fill (the cue removed wherever that
-        class's cues sit). Labels are unchanged; no model query."""
-        chosen = torch.nonzero(torch.rand(len(labels)) < probability).flatten()
+    def spread(self, images: torch.Tensor, probability: float) -> torch.Tensor:
+        """Each image, with ``probability``, gets a random cue, pasted or erased (a fair coin): pasted, the
+        donor's pixels inside the cue's region; erased, the cue's class's zone filled with the cue's fill.
+        Blind to the image's label, so the edits themselves (a fill, a seam) say nothing about it: an erase
+        applied only to the cue's class would be a new shortcut. No model query; labels are unchanged."""
+        chosen = torch.nonzero(torch.rand(len(images)) < probability).flatten()
         if not len(chosen) or not len(self):
             return images
         picked = torch.randint(len(self), (len(chosen),))
+        erase = torch.rand(len(chosen)) < 0.5
         targets = images[chosen]
-        same_class = self.labels[picked] == labels[chosen].cpu()
         sources = self.images[picked].to(images.device)
         masks = self.masks[picked].clone()
-        masks[same_class] = self.zones(self.labels[picked][same_class])
+        masks[erase] = self.zones(self.labels[picked][erase])
         for fill in set(self.fills):
-            erase = same_class & torch.tensor([self.fills[index] == fill for index in picked.tolist()])
-            if erase.any():
-                sources[erase.to(images.device)] = fill_images(targets[erase.to(images.device)], fill)
+            of_fill = erase & torch.tensor([self.fills[index] == fill for index in picked.tolist()])
+            if of_fill.any():
+                rows = of_fill.to(images.device)
+                sources[rows] = fill_images(targets[rows], fill)
         images = images.clone()
         images[chosen] = apply_masks(targets, masks.to(images.device), sources)
         return images
@@ -285,7 +286,7 @@ class AdversarialAugment:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spread:
-            images = self.cues.spread(images, labels, self.spread)
+            images = self.cues.spread(images, self.spread)
         if not len(self.pool_labels):
             return images, labels
         extra = max(1, int(round(self.mix_ratio * len(labels))))

@@ -83,7 +83,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              "(default; needs transplants)")
     parser.add_argument("--spread", type=float, default=0.0,
                         help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
-                             "round pasted (other class) or erased (same class) at its place; no queries")
+                             "round pasted or its class's cue zone erased (a coin flip, blind to the label); no queries")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
