@@ -43,6 +43,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                               "--spread", "1.0"]),
+    ("adversarial-early", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                          "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2"]),
     ("adversarial-all-removals", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
                                                  "--no-cues-only"]),
 ]

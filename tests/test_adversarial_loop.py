@@ -15,11 +15,11 @@ def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(but
     # The attack's own defaults (attack_options={}): the loop's cheaper ones are tuned for 96 px photos.
     loop = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, mix_ratio=0.5,
                               warmup_epochs=1, attack_options={}, seed=0)
-    loop.start_epoch(0, button_model)
+    loop.start_step(0, button_model)
     assert loop.history == [] and len(loop.pool_labels) == 0
     batch, batch_labels = loop(images[:8], labels[:8], button_model)
     assert batch.shape[0] == 8  # nothing to mix in before the first round
-    loop.start_epoch(1, button_model)
+    loop.start_step(1, button_model)
     assert loop.history[0].fooled["superpixel"] == len(loop.pool_labels) >= 14
     predicted, _ = button_model.predict(loop.pool_images)
     assert bool((predicted != loop.pool_labels).all())  # every pool image fools the model
@@ -29,7 +29,7 @@ def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(but
     assert mixed.shape[0] == 12 and torch.equal(mixed[:8], images[:8])
     again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, attack_options={},
                                seed=0)
-    again.start_epoch(1, button_model)
+    again.start_step(1, button_model)
     assert torch.equal(again.pool_images, loop.pool_images)  # a resumed run rebuilds the same pool
 
 
@@ -55,8 +55,27 @@ def test_adversarial_method_validates_its_parameters(button_data):
 def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:4], test.labels[:4], warmup_epochs=1, refresh=2, rounds=2)
-    assert [epoch for epoch in range(8) if loop.is_round(epoch)] == [1, 3]
-    assert [epoch for epoch in range(6) if AdversarialAugment(test.images[:4], test.labels[:4]).is_round(epoch)] == [1, 2, 3, 4, 5]
+    assert [loop.due_round(epoch) for epoch in (1, 3, 7)] == [0, 1, 1]  # the latest due round; none after 2
+
+    def rounds_run(loop: AdversarialAugment, steps_per_epoch: int, epochs: int) -> list[float]:
+        """Where ``fit`` would run rounds: one ``start_step`` per step, the attack itself stubbed out."""
+        started = []
+        for step in range(steps_per_epoch * epochs):
+            progress = step / steps_per_epoch
+            if (index := loop.due_round(progress)) is not None:
+                loop.last_round = index
+                started.append(progress)
+        return started
+
+    images, labels = test.images[:4], test.labels[:4]
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1, refresh=2, rounds=2), 4, 8) == [1, 3]
+    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [1, 2, 3]
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.5, rounds=2), 4, 3) == [0.5, 1.5]
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.4, refresh=0.8), 3, 2) == [2 / 3, 4 / 3]
+    resumed = AdversarialAugment(images, labels, warmup_epochs=0.5)
+    assert resumed.due_round(2.0) == 1 and resumed.due_round(2.0) == 1  # resumed at epoch 2: round 1 again
+    with pytest.raises(WeakspotError, match="refresh > 0"):
+        AdversarialAugment(images, labels, refresh=0)
     with pytest.raises(WeakspotError, match="rounds >= 1"):
         AdversarialAugment(test.images[:4], test.labels[:4], rounds=0)
 
@@ -66,7 +85,7 @@ def test_attack_options_reach_the_attacks(button_data, button_model):
     loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,
                               attack_options={"superpixel": {"n_segmentz": 12}})
     with pytest.raises(WeakspotError, match="attack 'superpixel'.*n_segmentz"):
-        loop.start_epoch(0, button_model)
+        loop.start_step(0, button_model)
 
 
 def test_cached_explanations_are_reused_by_later_rounds(button_data, button_model):
@@ -74,9 +93,9 @@ def test_cached_explanations_are_reused_by_later_rounds(button_data, button_mode
     images, labels = test.images[:12], test.labels[:12]
     loop = AdversarialAugment(images, labels, attacks=("superpixel", "flip"), fraction=1.0, budget=80,
                               warmup_epochs=0, attack_options={}, cache_explanations=True)
-    loop.start_epoch(0, button_model)
+    loop.start_step(0, button_model)
     before = button_model.images_evaluated
-    loop.start_epoch(1, button_model)  # same model, same images: every explanation comes from the cache
+    loop.start_step(1, button_model)  # same model, same images: every explanation comes from the cache
     second_round_queries = button_model.images_evaluated - before
     assert loop.history[0].explanations_reused == 0
     assert loop.history[1].explanations_reused == loop.guidance_cache.misses > 0
@@ -84,7 +103,7 @@ def test_cached_explanations_are_reused_by_later_rounds(button_data, button_mode
     uncached = AdversarialAugment(images, labels, attacks=("superpixel", "flip"), fraction=1.0, budget=80,
                                   warmup_epochs=0, attack_options={})
     before = button_model.images_evaluated
-    uncached.start_epoch(1, button_model)
+    uncached.start_step(1, button_model)
     assert second_round_queries < button_model.images_evaluated - before
     assert torch.equal(uncached.pool_images, loop.pool_images)
 
@@ -110,7 +129,7 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
     assert len(transplant_cues(button_model, images, labels, painted, 0.0, generator)[1]) == 0
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
                               attack_options={"button": {"fills": ("median",)}}, transplant=True, cues_only=False)
-    loop.start_epoch(0, button_model)
+    loop.start_step(0, button_model)
     assert loop.history[0].fooled["button-transplant"] > 0
     assert len(loop.pool_labels) == sum(loop.history[0].fooled.values())
 
@@ -173,7 +192,7 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
         assert float((button_model.predict(spread[edit])[0].cpu() == said).float().mean()) >= 0.7
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
                               attack_options={"button": {"fills": ("median",)}}, spread=1.0)
-    loop.start_epoch(0, button_model)
+    loop.start_step(0, button_model)
     assert loop.history[0].cues == len(loop.cues) > 0
     mixed, mixed_labels = loop(batch, batch_labels, button_model)
     assert torch.equal(mixed_labels[:len(batch)], batch_labels) and not torch.equal(mixed[:len(batch)], batch)

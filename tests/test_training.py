@@ -69,9 +69,10 @@ class _InterruptAfter:
     def __init__(self, limit: int | None) -> None:
         self.limit, self.calls, self.cutout, self.epochs_started = limit, 0, Cutout(area=0.1), []
 
-    def start_epoch(self, epoch, classifier):
+    def start_step(self, progress, classifier):
         assert not classifier.net.training
-        self.epochs_started.append(epoch)
+        if progress == int(progress):
+            self.epochs_started.append(int(progress))
 
     def __call__(self, images, labels, classifier):
         self.calls += 1

@@ -11,14 +11,15 @@ the pool holds both cue-conflicting directions in equal numbers rather than eras
 Those confirmed cues form a ``CueBank``; with ``spread`` every batch's clean images also get them, at no query
 cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
 
-It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_epoch`` runs one attack
-round (after ``warmup_epochs`` plain epochs, every ``refresh`` epochs) on a seeded sample of the training
-images, and ``__call__`` spreads the bank's cues over the batch (``spread``) and appends pool images at
+It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
+round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs; both may be fractional, a
+round then runs in the middle of an epoch) on a seeded sample of the training images, and ``__call__`` spreads the bank's cues over the batch (``spread``) and appends pool images at
 ``mix_ratio``, drawn class-balanced.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
 class RoundLog:
     """One attack round as ``results.json`` records it; ``fooled`` counts the kept images per source."""
 
-    epoch: int
+    epoch: float  # epochs of training done when the round ran
     attacked: int
     fooled: dict[str, int]
     seconds: float
@@ -219,8 +220,10 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
 class AdversarialAugment:
     """Training-stream transform of the adversarial loop (see the module docstring).
 
-    The pool holds the latest round only and each round's sample is seeded by (seed, epoch), so with
-    ``refresh=1`` a resumed run rebuilds exactly the pool an uninterrupted run had. ``cache_explanations``
+    The pool holds the latest round only and each round's sample is seeded by (seed, round), so when every
+    epoch starts with a round (whole ``warmup_epochs``, ``refresh=1``) a resumed run rebuilds exactly the
+    pool an uninterrupted run had; otherwise it rebuilds the latest round's pool with the resumed model.
+    ``cache_explanations``
     keeps the guided attacks' explanations between rounds (an image sampled again costs no guidance
     queries, but is ranked by the model that first explained it); the cache lives in memory, so a resumed
     run starts it empty and its pool can differ from an uninterrupted run's.
@@ -228,16 +231,16 @@ class AdversarialAugment:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  fraction: float = DEFAULT_FRACTION, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5,
-                 warmup_epochs: int = 1, refresh: int = 1, rounds: int | None = None,
+                 warmup_epochs: float = 1.0, refresh: float = 1.0, rounds: int | None = None,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
                  spread: float = 0.0, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
-        if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh < 1
+        if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh <= 0
                 or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio > 0, budget >= 1, "
-                                "warm-up >= 0, refresh >= 1, rounds >= 1 and spread in [0, 1] are required")
+                                "warm-up >= 0, refresh > 0, rounds >= 1 and spread in [0, 1] are required")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
@@ -250,14 +253,18 @@ class AdversarialAugment:
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
+        self.last_round = -1
 
-    def is_round(self, epoch: int) -> bool:
-        """Round epochs: ``warmup_epochs``, then every ``refresh`` epochs, at most ``rounds`` of them; the
-        last pool stays in the stream after the last round."""
-        since_warmup = epoch - self.warmup_epochs
-        if since_warmup < 0 or since_warmup % self.refresh:
-            return False
-        return self.rounds is None or since_warmup // self.refresh < self.rounds
+    def due_round(self, progress: float) -> int | None:
+        """The round to run at ``progress`` (epochs done), or None. Round k is scheduled at ``warmup_epochs +
+        k * refresh`` (at most ``rounds`` of them; the last pool stays in the stream after the last round) and
+        runs at the first step at or after that point; a run resumed past several rounds runs the latest."""
+        if progress < self.warmup_epochs:
+            return None
+        latest = math.floor((progress - self.warmup_epochs) / self.refresh + 1e-9)
+        if self.rounds is not None:
+            latest = min(latest, self.rounds - 1)
+        return latest if latest > self.last_round else None
 
     def check(self, classifier: Classifier, images: int = 2) -> None:
         """Run every attack on a few training images (no cache, pool untouched) so that a budget too small
@@ -267,21 +274,24 @@ class AdversarialAugment:
         collect_adversarial(classifier, self.images[:images], predicted.cpu(), self.attacks, self.budget,
                             self.attack_options)
 
-    def start_epoch(self, epoch: int, classifier: Classifier) -> None:
-        """Attack a fresh sample of the training images with the current model on round epochs."""
-        if not self.is_round(epoch):
+    def start_step(self, progress: float, classifier: Classifier) -> None:
+        """Attack a fresh sample of the training images with the current model when a round is due."""
+        index = self.due_round(progress)
+        if index is None:
             return
+        self.last_round = index
         started = time.perf_counter()
         hits_before = self.guidance_cache.hits if self.guidance_cache else 0
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = np.random.default_rng([self.seed, index])
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
-            self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + epoch)
+            self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + index)
         self.pool_images, self.pool_labels, self.cues, counts = harvest.images, harvest.labels, harvest.cues, harvest.counts
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
-        self.history.append(RoundLog(epoch, count, counts, time.perf_counter() - started, reused, len(self.cues)))
+        self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
+                                     len(self.cues)))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:

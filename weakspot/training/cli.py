@@ -70,8 +70,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fraction", type=float, default=DEFAULT_FRACTION,
                         help=f"adversarial: share of training images attacked per round (default {DEFAULT_FRACTION})")
     parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
-    parser.add_argument("--adv-warmup", type=int, default=1, help="adversarial: plain epochs before the first round")
-    parser.add_argument("--refresh", type=positive_int, default=1, help="adversarial: epochs between attack rounds")
+    parser.add_argument("--adv-warmup", type=float, default=1.0,
+                        help="adversarial: epochs of plain training before the first round (fractional: mid-epoch)")
+    parser.add_argument("--refresh", type=float, default=1.0, help="adversarial: epochs between attack rounds")
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
     parser.add_argument("--cache-explanations", action="store_true",

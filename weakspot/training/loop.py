@@ -41,8 +41,9 @@ from weakspot.training.augmentation import Prefetcher, standard_augmentation
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.Tensor, torch.Tensor]]
 """(images, labels, classifier) -> (images, labels) to train on: see ``weakspot.augment.baselines``. If the
-object also has ``start_epoch(epoch, classifier)``, ``fit`` calls it before every epoch (model in eval
-mode, after a resume's RNG restore): the place to refresh a pool of examples per round."""
+object also has ``start_step(progress, classifier)``, ``fit`` calls it before every step with the epochs of
+training done so far (epoch + share of its steps; model in eval mode, after a resume's RNG restore): the
+place to refresh a pool of examples per round, also in the middle of an epoch."""
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -335,8 +336,6 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         for epoch in range(start_epoch, config.epochs):
             if stopped:
                 break
-            if hasattr(transform, "start_epoch"):
-                transform.start_epoch(epoch, classifier)
             batches = _epoch_batches(len(labels), config, epoch, rank, world)
             update = bar.epoch(epoch + 1)
             classifier.net.train()
@@ -344,6 +343,10 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
             loss_sum, correct, seen = 0.0, 0, 0
             try:
                 for step, (index, batch) in enumerate(zip(batches, _batches_of_images(images, batches, config)), 1):
+                    if hasattr(transform, "start_step"):
+                        classifier.net.eval()
+                        transform.start_step(epoch + (step - 1) / len(batches), classifier)
+                        classifier.net.train()
                     batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index])
                     loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + batch_seen
                     update(step, loss_sum / seen, correct / seen, seen * world / (time.perf_counter() - started))
