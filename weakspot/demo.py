@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     loop = AdversarialAugment(train.images, train.labels, budget=args.loop_budget, seed=args.seed)
     adversarial, adversarial_seconds = _fine_tune(train, args, loop)
     for entry in loop.history:
-        console.print(f"adversarial round at epoch {entry.epoch}: {entry.attacked} images attacked, "
+        console.print(f"adversarial round at epoch {entry.epoch:g}: {entry.attacked} images attacked, "
                       f"fooled {entry.fooled}, {entry.seconds:.0f} s")
     before = evaluate_groups(erm, test, attributes, LABEL)
     after = evaluate_groups(adversarial, test, attributes, LABEL)
