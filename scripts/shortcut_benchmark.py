@@ -33,6 +33,7 @@ from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 from weakspot.training.loop import KEEP_CHOICES
 
+PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1"]
 # Table rows in order: (row name, finetune --method, its flags).
 METHODS: list[tuple[str, str, list[str]]] = [
     ("erm", "erm", []),
@@ -40,13 +41,13 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35"]),
+    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
+                                    "--adv-warmup", "0.5", "--rounds", "2"]),
+    # the previous default: rounds at the start of epochs 2 and 3, no spread
+    ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
+    ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                              "--spread", "1.0"]),
-    ("adversarial-early", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                          "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2"]),
-    ("adversarial-all-removals", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.35",
-                                                 "--no-cues-only"]),
+                                              "--spread", "1.0", "--adv-warmup", "1"]),
 ]
 ROW_NAME = "row.json"
 

@@ -69,7 +69,8 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
 
     images, labels = test.images[:4], test.labels[:4]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1, refresh=2, rounds=2), 4, 8) == [1, 3]
-    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [1, 2, 3]
+    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [0.5, 1.5, 2.5, 3.5]  # the defaults
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1), 4, 4) == [1, 2, 3]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.5, rounds=2), 4, 3) == [0.5, 1.5]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.4, refresh=0.8), 3, 2) == [2 / 3, 4 / 3]
     resumed = AdversarialAugment(images, labels, warmup_epochs=0.5)
@@ -198,5 +199,6 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     assert torch.equal(mixed_labels[:len(batch)], batch_labels) and not torch.equal(mixed[:len(batch)], batch)
     with pytest.raises(WeakspotError, match="needs transplant"):
         AdversarialAugment(images, labels, spread=0.5, transplant=False)
+    assert AdversarialAugment(images, labels, transplant=False).spread == 0.0  # the default follows transplant
     with pytest.raises(WeakspotError, match="spread in"):
         AdversarialAugment(images, labels, spread=1.5)

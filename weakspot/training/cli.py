@@ -52,7 +52,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION
+    from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_SPREAD,
+                                              DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.cli import comma_list, positive_int
 
@@ -70,8 +71,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fraction", type=float, default=DEFAULT_FRACTION,
                         help=f"adversarial: share of training images attacked per round (default {DEFAULT_FRACTION})")
     parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
-    parser.add_argument("--adv-warmup", type=float, default=1.0,
-                        help="adversarial: epochs of plain training before the first round (fractional: mid-epoch)")
+    parser.add_argument("--adv-warmup", type=float, default=DEFAULT_WARMUP,
+                        help=f"adversarial: epochs of plain training before the first round (default {DEFAULT_WARMUP}; "
+                             "fractional: mid-epoch)")
     parser.add_argument("--refresh", type=float, default=1.0, help="adversarial: epochs between attack rounds")
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
@@ -82,9 +84,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cues-only", action=argparse.BooleanOptionalAction, default=True,
                         help="adversarial: keep an erasing removal only when its transplant fools the model too "
                              "(default; needs transplants)")
-    parser.add_argument("--spread", type=float, default=0.0,
+    parser.add_argument("--spread", type=float, default=None,
                         help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
-                             "round pasted or its class's cue zone erased (a coin flip, blind to the label); no queries")
+                             "round pasted or its class's cue zone erased (a coin flip, blind to the label; default "
+                             f"{DEFAULT_SPREAD}, 0 with --no-transplant); no queries")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 

@@ -340,20 +340,24 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
             update = bar.epoch(epoch + 1)
             classifier.net.train()
             started = time.perf_counter()
+            hook_seconds = 0.0  # spent in the transform's start_step (attack rounds): not training throughput
             loss_sum, correct, seen = 0.0, 0, 0
             try:
                 for step, (index, batch) in enumerate(zip(batches, _batches_of_images(images, batches, config)), 1):
                     if hasattr(transform, "start_step"):
+                        hook_started = time.perf_counter()
                         classifier.net.eval()
                         transform.start_step(epoch + (step - 1) / len(batches), classifier)
                         classifier.net.train()
+                        hook_seconds += time.perf_counter() - hook_started
                     batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index])
                     loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + batch_seen
-                    update(step, loss_sum / seen, correct / seen, seen * world / (time.perf_counter() - started))
+                    update(step, loss_sum / seen, correct / seen,
+                           seen * world / (time.perf_counter() - started - hook_seconds))
             finally:
                 classifier.net.eval()
             trainer.sync_buffers()
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started - hook_seconds
             loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], classifier.device)
             val_accuracy = None
             if has_val:
