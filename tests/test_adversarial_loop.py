@@ -7,6 +7,8 @@ from weakspot.augment.adversarial import ZONE_SHARE, AdversarialAugment, collect
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
+from weakspot.models import load_model
+from weakspot.training.loop import TrainConfig, fit
 
 
 def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(button_data, button_model):
@@ -202,3 +204,26 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     assert AdversarialAugment(images, labels, transplant=False).spread == 0.0  # the default follows transplant
     with pytest.raises(WeakspotError, match="spread in"):
         AdversarialAugment(images, labels, spread=1.5)
+
+
+def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):
+    """``fit`` calls ``start_step`` before every step: with a half-epoch warm-up the rounds run at 0.5 and
+    1.5 epochs (4 steps per epoch), with the model in eval mode."""
+    train, _, _ = button_data
+    images, labels = train.images[:64], train.labels[:64]
+    torch.manual_seed(0)
+    classifier = load_model("test_efficientnet", weights=None, class_names=train.class_names, device="cpu")
+    modes = []
+
+    class Recorded(AdversarialAugment):
+        def start_step(self, progress, classifier):
+            if self.due_round(progress) is not None:
+                modes.append(classifier.net.training)
+            super().start_step(progress, classifier)
+
+    loop = Recorded(images, labels, fraction=0.25, budget=40, warmup_epochs=0.5, seed=0)
+    fit(classifier, images, labels, TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=0, augment=False),
+        transform=loop)
+    assert [entry.epoch for entry in loop.history] == [0.5, 1.5] and modes == [False, False]
+    assert all(entry.attacked == 16 for entry in loop.history)
+    assert classifier.net.training is False  # fit leaves the model in eval mode
