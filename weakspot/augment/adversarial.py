@@ -38,9 +38,12 @@ from weakspot.models import Classifier
 
 DEFAULT_ATTACKS = ("button",)
 DEFAULT_BUDGET = 40
-DEFAULT_FRACTION = 0.25  # of the training images per round: spread carries each round's cues to every batch
-DEFAULT_SPREAD = 1.0  # a label-blind edit per clean image (with transplants): a 95/5 cue ends about 55/50
-DEFAULT_WARMUP = 0.5  # epochs: a shortcut is learnt early; attacking at half an epoch starts unlearning it sooner
+# Measured on the planted-shortcut benchmark (README): with spread, fraction 0.25 gave the worst group of
+# 0.35 at 2.4-2.6x ERM's time instead of 2.9-3.0x; the first round at half an epoch instead of one, +1.3 points
+# on the mean of seeds 0-5 (within the noise; the 8 seeds not used for the choice are the check).
+DEFAULT_FRACTION = 0.25
+DEFAULT_SPREAD = 1.0  # one label-blind edit per clean image: a 95/5 cue becomes about 55/50 (by arithmetic)
+DEFAULT_WARMUP = 0.5  # epochs: the shortcut is learnt in the first epoch, at the schedule's highest rate
 
 # A round attacks thousands of images, so the loop's attacks use cheaper guidance than the attacks'
 # defaults, the ``median`` fill (it erases a small cue and looks like absence, where ``mean`` leaves a flat
