@@ -13,8 +13,9 @@ cost and blind to the label: a cue pasted in, or the zone where its class's cues
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs; both may be fractional, a
-round then runs in the middle of an epoch) on a seeded sample of the training images, and ``__call__`` spreads the bank's cues over the batch (``spread``) and appends pool images at
-``mix_ratio``, drawn class-balanced.
+round then runs in the middle of an epoch) on a seeded sample of the training images, and ``__call__``
+spreads the bank's cues over the batch (``spread``) and appends pool images at ``mix_ratio``, drawn
+class-balanced.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ DEFAULT_ATTACKS = ("button",)
 DEFAULT_BUDGET = 40
 # Measured on the planted-shortcut benchmark (README): with spread, fraction 0.25 gave the worst group of
 # 0.35 at 2.4-2.6x ERM's time instead of 2.9-3.0x; the first round at half an epoch instead of one, +1.3 points
-# on the mean of seeds 0-5 (within the noise; the 8 seeds not used for the choice are the check).
+# on the mean of seeds 0-5 (within the noise; the 14 seeds not used for the choices are the check).
 DEFAULT_FRACTION = 0.25
 DEFAULT_SPREAD = 1.0  # one label-blind edit per clean image: a 95/5 cue becomes about 55/50 (by arithmetic)
 DEFAULT_WARMUP = 0.5  # epochs: the shortcut is learnt in the first epoch, at the schedule's highest rate
