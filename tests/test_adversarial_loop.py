@@ -120,10 +120,12 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
     class_1_removals = int((result.fooled & (labels == 1)).sum())
     assert class_1_removals >= 4
-    grafted, grafted_labels, donors = transplant_cues(button_model, images, labels, result, 0.0, generator)
+    grafted, grafted_labels, donors, masks = transplant_cues(button_model, images, labels, result, 0.0, generator)
     assert len(grafted_labels) >= class_1_removals // 2 and (grafted_labels == 0).all()
     assert len(donors) == len(grafted_labels) and bool(result.fooled[donors].all()) and bool((labels[donors] == 1).all())
     assert (button_model.predict(grafted)[0].cpu() == 1).all()
+    assert masks.shape == (len(donors), *images.shape[-2:]) and bool(masks.flatten(1).any(dim=1).all())
+    assert torch.equal(torch.where(masks[:, None], images[donors], grafted), grafted)  # the donor's pixels inside
     recipients = images[labels == 0]
     for image in grafted:  # a class-0 image, changed only inside the pasted patches (at most 3 x 4%)
         unchanged = (recipients == image).all(dim=1).float().mean(dim=(1, 2))
@@ -147,15 +149,15 @@ def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, butto
     real_transplant_cues = adversarial.transplant_cues
 
     def every_second_donor(*args, **kwargs):
-        grafted, grafted_labels, donors = real_transplant_cues(*args, **kwargs)
-        return grafted[::2], grafted_labels[::2], donors[::2]
+        grafted, grafted_labels, donors, masks = real_transplant_cues(*args, **kwargs)
+        return grafted[::2], grafted_labels[::2], donors[::2], masks[::2]
 
     monkeypatch.setattr(adversarial, "transplant_cues", every_second_donor)
     every = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True, seed=3)
     cues = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
                                cues_only=True, seed=3)
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
-    _, _, donors = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3))
+    _, _, donors, _ = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3))
     kept_donors = donors[::2]
     assert every.counts == {"button-transplant": len(kept_donors), "button": int(result.fooled.sum())}
     assert cues.counts == {"button-transplant": len(kept_donors), "button": len(kept_donors)} and len(kept_donors) >= 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -107,6 +107,12 @@ class CueBank:
     masks: torch.Tensor
     labels: torch.Tensor
     fills: tuple[str, ...]
+    zone_of: dict[int, torch.Tensor] = field(init=False)  # per class: its cue zone (``ZONE_SHARE``)
+
+    def __post_init__(self) -> None:
+        # once per bank (a round), not per batch: the zones depend on the bank alone
+        self.zone_of = {int(label): self.masks[self.labels == label].float().mean(dim=0) >= ZONE_SHARE
+                        for label in self.labels.unique()}
 
     @classmethod
     def empty(cls, images: torch.Tensor) -> CueBank:
@@ -123,9 +129,7 @@ class CueBank:
 
     def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
         """The cue zone (``ZONE_SHARE``) of each label's class, (len(cue_labels), H, W)."""
-        zone_of = {int(label): self.masks[self.labels == label].float().mean(dim=0) >= ZONE_SHARE
-                   for label in cue_labels.unique()}
-        return torch.stack([zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
+        return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
     def spread(self, images: torch.Tensor, probability: float) -> torch.Tensor:
         """Each image, with ``probability``, gets a random cue, pasted or erased (a fair coin): pasted, the
@@ -152,14 +156,15 @@ class CueBank:
 
 
 def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, result: AttackResult,
-                    margin: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    margin: float, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cue an erasing patch removed, pasted at the same place into an image of another class.
 
     Where a box attack fooled the model by ERASING a region (``fills.ERASING_FILLS``), that region of the
     clean image is what the model read as its label. Pasted into a random image of another class, it makes
     the cue-conflicting example the other way round (a female photo with the "button" of a male one); the
     transplants that fool the model (same ``margin`` as the attack) are kept with the recipient's true label.
-    Returns them, their labels and their donors' rows.
+    Returns them, their labels, their donors' rows and the pasted regions' masks (the confirmed cues).
     """
     donors = torch.nonzero(erasing_removals(result)).flatten().tolist()
     pairs = []
@@ -168,12 +173,12 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
         if len(others):
             pairs.append((donor, int(others[torch.randint(len(others), (1,), generator=generator)])))
     if not pairs:
-        return images[:0], labels[:0], torch.empty(0, dtype=torch.long)
+        return images[:0], labels[:0], torch.empty(0, dtype=torch.long), CueBank.empty(images).masks
     donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
     masks = perturbation_masks(result, donor_rows, images.shape[-2], images.shape[-1])
     transplanted = apply_masks(images[recipient_rows], masks, images[donor_rows])
     fooled = fooling(classifier.predict_proba(transplanted).cpu(), labels[recipient_rows], margin)
-    return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled]
+    return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled], masks[fooled]
 
 
 @dataclass
@@ -206,14 +211,13 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
         result = attack(images, labels)
         fooled = result.fooled.cpu()
         if transplant:
-            grafted, grafted_labels, donors = transplant_cues(classifier, images, labels, result,
+            grafted, grafted_labels, donors, cue_masks = transplant_cues(classifier, images, labels, result,
                                                               getattr(attack, "margin", 0.0), generator)
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
             counts[f"{name}-transplant"] = len(grafted_labels)
-            if len(donors):
-                banks.append(CueBank(images[donors], perturbation_masks(result, donors, *images.shape[-2:]),
-                                     labels[donors], tuple(result.perturbations[row].fill for row in donors.tolist())))
+            banks.append(CueBank(images[donors], cue_masks, labels[donors],
+                                 tuple(result.perturbations[row].fill for row in donors.tolist())))
             if cues_only:
                 fooled = fooled & ~erasing_removals(result)
                 fooled[donors] = True
