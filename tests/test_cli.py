@@ -36,3 +36,22 @@ def test_piped_output_is_not_cut_at_80_columns(monkeypatch):
     assert make_console().width == PIPED_WIDTH  # pytest captures stdout: not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert make_console().width == 100
+
+
+def test_command_modules_do_not_import_the_dispatcher():
+    """weakspot.cli imports the command modules; they take their shared flags from weakspot.arguments, which
+    imports none of them, so there is no cycle."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "weakspot"
+
+    def imported_modules(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | \
+               {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+
+    for path in package.rglob("*.py"):
+        if path.name != "cli.py" or path.parent != package:
+            assert "weakspot.cli" not in imported_modules(path), path
+    assert not {name for name in imported_modules(package / "arguments.py") if name.endswith("cli")}

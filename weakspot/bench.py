@@ -18,8 +18,8 @@ from weakspot.attacks import attack_params, create_attack
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, check_outputs, print_report
 from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
-from weakspot.cli import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args,
-                          micro_batch_from_args, positive_int)
+from weakspot.arguments import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args,
+                                micro_batch_from_args, positive_int)
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError

@@ -42,7 +42,7 @@ def unit_fraction(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.cli import add_data_arguments, positive_int, seed_int
+    from weakspot.arguments import add_data_arguments, positive_int, seed_int
 
     add_data_arguments(parser, required=False)
     parser.set_defaults(size=64)
@@ -68,7 +68,7 @@ def _datasets(args: argparse.Namespace) -> tuple[ImageSet, ImageSet, list[str]]:
         console.print(f"[bold]weakspot demo[/]: {len(train)} generated training images, a dark button on 95% of "
                       f"class '{train.class_names[1]}' and 5% of '{train.class_names[0]}'; test images 50/50")
         return train, test, [LABEL, CUE_GROUP]
-    from weakspot.cli import dataset_from_args
+    from weakspot.arguments import dataset_from_args
 
     imageset = dataset_from_args(args)
     imageset.groups[LABEL] = [imageset.class_names[int(label)] for label in imageset.labels]

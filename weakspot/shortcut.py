@@ -225,7 +225,7 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
 
 def configure_benchmark_command(parser) -> None:
     """``weakspot data shortcut``: arguments of ``build_shortcut_benchmark``."""
-    from weakspot.cli import image_size, positive_int, seed_int
+    from weakspot.arguments import image_size, positive_int, seed_int
 
     parser.add_argument("--source", required=True, help="dataset to plant the cue in (folder with labels.csv, CSV or ImageFolder)")
     parser.add_argument("--label", required=True, help="label column (e.g. gender)")
@@ -242,7 +242,7 @@ def configure_benchmark_command(parser) -> None:
 def _run_benchmark_command(args) -> int:
     from rich.table import Table
 
-    from weakspot.cli import console
+    from weakspot.terminal import console
 
     counts = build_shortcut_benchmark(args.source, args.label, args.out, cue=args.cue, rate=args.rate,
                                       cue_class=args.cue_class, size=args.size, seed=args.seed,

@@ -12,7 +12,7 @@ EXAMPLES_NAME = "examples.png"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.cli import add_data_arguments, add_runtime_arguments, comma_list, positive_int
+    from weakspot.arguments import add_data_arguments, add_runtime_arguments, comma_list, positive_int
 
     parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (.pt)")
     add_data_arguments(parser)
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     from weakspot.attacks import attack_params, create_attack
     from weakspot.attacks.report import attack_report, example_grid
-    from weakspot.cli import console, dataset_from_args, micro_batch_from_args
+    from weakspot.arguments import dataset_from_args, micro_batch_from_args
+    from weakspot.terminal import console
     from weakspot.data import align_labels
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_checkpoint

@@ -12,7 +12,7 @@ DEFAULT_SIZE = 96
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.cli import add_runtime_arguments, positive_int
+    from weakspot.arguments import add_runtime_arguments, positive_int
 
     parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (.pt)")
     parser.add_argument("--image", required=True, help="the image to explain")
@@ -59,7 +59,8 @@ def _target_index(target: str | None, class_names: list[str]) -> int | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from weakspot.cli import console, micro_batch_from_args
+    from weakspot.arguments import micro_batch_from_args
+    from weakspot.terminal import console
     from weakspot.data import read_image
     from weakspot.explainers import create_explainer
     from weakspot.explainers.figures import explanation_figure, save_figure

@@ -20,7 +20,7 @@ EVAL_SPLITS = ("test", "clean_test")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from weakspot.cli import add_data_arguments, add_runtime_arguments, positive_int
+    from weakspot.arguments import add_data_arguments, add_runtime_arguments, positive_int
     from weakspot.training.loop import KEEP_CHOICES
 
     add_data_arguments(parser)
@@ -55,7 +55,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_SPREAD,
                                               DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
-    from weakspot.cli import comma_list, positive_int
+    from weakspot.arguments import comma_list, positive_int
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
@@ -112,7 +112,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 def load_splits(args: argparse.Namespace) -> dict[str, Any]:
     """ImageSets per split: from the manifest's ``split`` column when it has one, else a seeded 70/15/15."""
-    from weakspot.cli import dataset_from_args
+    from weakspot.arguments import dataset_from_args
     from weakspot.data import split_indices
     from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN, manifest_columns
 
@@ -134,7 +134,7 @@ def load_splits(args: argparse.Namespace) -> dict[str, Any]:
 def _print_results(results: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from weakspot.cli import console
+    from weakspot.terminal import console
 
     for split in EVAL_SPLITS:
         report = results.get(split)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, method: str) -> int:
 
     from weakspot.augment.adversarial import AdversarialAugment
     from weakspot.augment.baselines import create_method
-    from weakspot.cli import micro_batch_from_args
+    from weakspot.arguments import micro_batch_from_args
     from weakspot.distributed import finish_distributed, init_distributed
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_model
