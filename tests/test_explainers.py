@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from weakspot.explainers import EXPLAINERS, create_explainer
 from weakspot.explainers.base import explainer_fill
-from weakspot.explainers.gradcam import GradCam, last_conv_stage
+from weakspot.explainers.gradcam import GradCam, XGradCam, last_conv_stage
 from weakspot.explainers.lime import Lime
 from weakspot.explainers.metrics import faithfulness_curves
 from weakspot.explainers.shap import KernelShap, exact_shapley, kernel_shap_coalitions, kernel_shap_solve
@@ -151,9 +151,17 @@ def test_kernel_shap_sampling_recovers_a_game_with_interactions():
     assert (estimate - exact).abs().max() < 0.05 * exact.abs().max()
 
 
-def test_gradcam_equals_a_hooks_reference(button_model, button_data):
+def _xgradcam_weights(gradient: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """pytorch_grad_cam.XGradCAM's channel weights, written out."""
+    return (gradient * activation / (activation.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize("explainer_class, reference_weights", [
+    (GradCam, lambda gradient, activation: gradient.mean(dim=(2, 3), keepdim=True)),
+    (XGradCam, _xgradcam_weights)])
+def test_gradcam_equals_a_hooks_reference(button_model, button_data, explainer_class, reference_weights):
     images, segments, _ = button_images(button_data, 4)
-    explainer = GradCam(button_model)
+    explainer = explainer_class(button_model)
     assert explainer.layer == last_conv_stage(button_model.model) == button_model.model.feature_info[-1]["module"]
     attribution = explainer(images, segments=segments)
 
@@ -168,7 +176,7 @@ def test_gradcam_equals_a_hooks_reference(button_model, button_data):
         forward.remove()
         backward.remove()
     button_model.model.zero_grad(set_to_none=True)
-    weights = stored["gradient"].mean(dim=(2, 3), keepdim=True)
+    weights = reference_weights(stored["gradient"], stored["activation"].detach())
     cam = torch.relu((weights * stored["activation"]).sum(1, keepdim=True)).detach()
     cam = torch.nn.functional.interpolate(cam, size=(48, 48), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(attribution.heatmap, cam, rtol=1e-4, atol=1e-6)

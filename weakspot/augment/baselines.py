@@ -16,7 +16,9 @@ fooled the model with its true label) has two ways in: give the transform a ``st
 classifier)`` method, which ``fit`` calls before every step with the epochs done so far (model in eval
 mode; after a resume too), to refresh its pool, and let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
 / ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial" is
-``weakspot.augment.adversarial.AdversarialAugment`` (the first way).
+``weakspot.augment.adversarial.AdversarialAugment`` (the first way). The published methods that train in
+stages, MaskTune and JTT, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
+their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.augment.jtt import Jtt
+from weakspot.augment.masktune import MaskTune
+from weakspot.augment.staged import StagedMethod
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
 from weakspot.registry import create_from
@@ -121,16 +126,18 @@ class PgdTraining:
         return adversarial.detach(), labels
 
 
-METHODS: dict[str, Callable[..., BatchTransform | None]] = {
+METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "erm": lambda: None,
     "cutout": Cutout,
     "worstofk": WorstOfK,
     "pgd": PgdTraining,
     "adversarial": AdversarialAugment,  # needs images= and labels= (the training set it attacks)
+    "masktune": MaskTune,
+    "jtt": Jtt,
 }
 
 
-def create_method(name: str, **params: Any) -> BatchTransform | None:
-    """The training-stream transform of method ``name`` (None for plain ERM); unknown names and
-    parameters are errors."""
+def create_method(name: str, **params: Any) -> BatchTransform | StagedMethod | None:
+    """The training-stream transform (or staged method) of method ``name`` (None for plain ERM); unknown
+    names and parameters are errors."""
     return create_from(METHODS, "method", name, **params)

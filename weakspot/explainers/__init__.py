@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from weakspot.explainers.base import Attribution, Explainer
-from weakspot.explainers.gradcam import GradCam
+from weakspot.explainers.gradcam import GradCam, XGradCam
 from weakspot.explainers.lime import Lime
 from weakspot.explainers.occlusion import Occlusion
 from weakspot.explainers.shap import KernelShap, ShapPartition
@@ -19,6 +19,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "shap": KernelShap,
     "shap-partition": ShapPartition,
     "gradcam": GradCam,
+    "xgradcam": XGradCam,
 }
 
 

@@ -1,7 +1,9 @@
-"""Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage, pooled to superpixels (study 001).
+"""Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage, pooled to superpixels (study 001), and
+XGrad-CAM (Fu et al. 2020), the saliency MaskTune masks with.
 
 One forward + backward per batch through ``classifier.forward``: the feature maps of the chosen layer are
-weighted by their spatially averaged gradients of the target logit, summed over channels and rectified.
+weighted per channel by their gradients of the target logit (Grad-CAM: the spatial mean; XGrad-CAM: the
+activation-weighted sum, as ``pytorch_grad_cam.XGradCAM`` computes it), summed over channels and rectified.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class GradCam(Explainer):
                     chosen = logits.gather(1, target[start:start + step].to(logits.device)[:, None]).sum()
                     activation = captured[-1]
                     gradient, = torch.autograd.grad(chosen, activation)
-                    weights = gradient.float().mean(dim=(2, 3), keepdim=True)
+                    weights = self.channel_weights(gradient.float(), activation.float().detach())
                     heat = F.relu((weights * activation.float()).sum(dim=1, keepdim=True)).detach()
                     maps.append(F.interpolate(heat, size=images.shape[-2:], mode="bilinear",
                                               align_corners=False)[:, 0].cpu())
@@ -69,9 +71,26 @@ class GradCam(Explainer):
             handle.remove()
         return torch.cat(maps)
 
+    @staticmethod
+    def channel_weights(gradient: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM's weight of each feature map: its gradient averaged over the map, (N, C, 1, 1)."""
+        return gradient.mean(dim=(2, 3), keepdim=True)
+
     def attribute(self, images: torch.Tensor, target: torch.Tensor, segments: torch.Tensor,
                   clean_probability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         heatmap = self.cam(images, target)
         sums, sizes = segment_sums(heatmap[:, None], segments)
         means = sums[:, 0] / sizes  # 0/0 = NaN exactly on the padding past each image's segment count
         return means, torch.ones(images.shape[0], dtype=torch.long), heatmap
+
+
+class XGradCam(GradCam):
+    """XGrad-CAM (Fu et al. 2020): each feature map weighted by the sum of gradient x activation over the
+    map, divided by the map's activation sum (``pytorch_grad_cam.XGradCAM``'s formula, eps 1e-7)."""
+
+    name = "xgradcam"
+
+    @staticmethod
+    def channel_weights(gradient: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        totals = activation.sum(dim=(2, 3), keepdim=True)
+        return (gradient * activation / (totals + 1e-7)).sum(dim=(2, 3), keepdim=True)

@@ -64,6 +64,11 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=positive_int, default=5, help="worstofk: random spatial variants per image")
     parser.add_argument("--pgd-eps", type=float, default=4.0, help="pgd: L-inf radius in /255 units")
     parser.add_argument("--pgd-steps", type=positive_int, default=3)
+    parser.add_argument("--masktune-lr", type=float, default=None,
+                        help="masktune: learning rate of the masked fine-tuning epoch (default: --lr)")
+    parser.add_argument("--jtt-upweight", type=float, default=50.0, help="jtt: lambda_up, the error set's weight")
+    parser.add_argument("--jtt-epochs", type=positive_int, default=1,
+                        help="jtt: T, epochs of the identification model")
     parser.add_argument("--attacks", type=comma_list, default=list(DEFAULT_ATTACKS),
                         help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
     parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
@@ -99,6 +104,10 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"k": args.k}
     if method == "pgd":
         return {"eps": args.pgd_eps / 255, "alpha": args.pgd_eps / 2 / 255, "steps": args.pgd_steps}
+    if method == "masktune":
+        return {"finetune_lr": args.masktune_lr}
+    if method == "jtt":
+        return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs}
     if method == "adversarial":
         from weakspot.attacks.cli import check_attack_names
 
@@ -189,10 +198,15 @@ def run(args: argparse.Namespace, method: str) -> int:
             transform.check(classifier)
         val = splits.get("val")
         started = time.perf_counter()
-        result = fit(classifier, train.images, train.labels, config,
-                     val_images=val.images if val else None, val_labels=val.labels if val else None,
-                     out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
-                     meta={"method": method, "data": str(args.data), "label": label_name})
+        run_meta = {"method": method, "data": str(args.data), "label": label_name}
+        val_images, val_labels = (val.images, val.labels) if val else (None, None)
+        if hasattr(transform, "fit"):  # a staged method (MaskTune, JTT) runs its own fits
+            result = transform.fit(classifier, train.images, train.labels, config, val_images, val_labels,
+                                   out_dir=args.out, resume=args.resume, progress=not args.no_progress, meta=run_meta)
+        else:
+            result = fit(classifier, train.images, train.labels, config, val_images=val_images, val_labels=val_labels,
+                         out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
+                         meta=run_meta)
         seconds = time.perf_counter() - started
         if not rank.is_main:
             return 0
@@ -204,6 +218,10 @@ def run(args: argparse.Namespace, method: str) -> int:
             "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
         if isinstance(transform, AdversarialAugment):
             results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in transform.history]
+        if hasattr(transform, "details"):
+            results["method_details"] = transform.details
+        if val is not None:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
+            results["val"] = evaluate_groups(classifier, val, attributes, label_name)
         for split in EVAL_SPLITS:
             if split in splits:
                 group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]

@@ -122,11 +122,17 @@ def _lr_factor(warmup_steps: int, total_steps: int, schedule: str) -> Callable[[
     return factor
 
 
-def _epoch_batches(count: int, config: TrainConfig, epoch: int, rank: int, world: int) -> list[torch.Tensor]:
+def _epoch_batches(count: int, config: TrainConfig, epoch: int, rank: int, world: int,
+                   sample_weights: torch.Tensor | None = None) -> list[torch.Tensor]:
     """This rank's index batches for one epoch: the global order is seeded by (seed, epoch) and each global
-    batch is dealt round-robin to the ranks, padded from the start of the order so no rank is ever empty."""
+    batch is dealt round-robin to the ranks, padded from the start of the order so no rank is ever empty.
+    With ``sample_weights`` the epoch is ``count`` draws with replacement in proportion to them (upsampling
+    without lengthening the epoch) instead of a permutation."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(count, generator=generator)
+    if sample_weights is None:
+        order = torch.randperm(count, generator=generator)
+    else:
+        order = torch.multinomial(sample_weights.double(), count, replacement=True, generator=generator)
     batches = []
     for start in range(0, count, config.batch_size):
         batch = order[start:start + config.batch_size]
@@ -287,9 +293,11 @@ def _batches_of_images(images: torch.Tensor, batches: list[torch.Tensor], config
 def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig = TrainConfig(),
         val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
         out_dir: str | os.PathLike | None = None, resume: bool = False, transform: BatchTransform | None = None,
-        progress: bool = False, meta: dict[str, Any] | None = None) -> FitResult:
+        progress: bool = False, meta: dict[str, Any] | None = None,
+        sample_weights: torch.Tensor | None = None) -> FitResult:
     """Fine-tune ``classifier`` in place; with validation data the best epoch's weights are kept (unless
-    ``config.keep`` is "last").
+    ``config.keep`` is "last"). ``sample_weights`` (one non-negative weight per image) draws each epoch's
+    images in proportion to them (JTT's upsampling), keeping the epoch's length.
 
     ``out_dir`` gets ``last.pt`` (every epoch, with optimizer/scheduler/scaler/RNG state for ``resume``),
     ``best.pt`` (the best validation epoch, or the last epoch without validation data) and ``log.jsonl``.
@@ -298,6 +306,9 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     config.validate()
     if len(labels) == 0 or len(labels) != images.shape[0]:
         raise WeakspotError(f"need as many labels as images (got {len(labels)} labels, {images.shape[0]} images)")
+    if sample_weights is not None and (sample_weights.shape != labels.shape or not bool((sample_weights >= 0).all())
+                                       or not float(sample_weights.sum()) > 0):
+        raise WeakspotError("sample weights must be one non-negative weight per image, not all zero")
     has_val = val_images is not None and val_labels is not None and len(val_labels) > 0
     rank, world = _world()
     is_main = rank == 0
@@ -336,7 +347,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         for epoch in range(start_epoch, config.epochs):
             if stopped:
                 break
-            batches = _epoch_batches(len(labels), config, epoch, rank, world)
+            batches = _epoch_batches(len(labels), config, epoch, rank, world, sample_weights)
             update = bar.epoch(epoch + 1)
             classifier.net.train()
             started = time.perf_counter()

@@ -1,0 +1,61 @@
+"""JTT, Just Train Twice (Liu et al., ICML 2021): train ERM briefly, upweight what it got wrong, retrain.
+
+The published recipe: train an identification model with ERM for T epochs, take the training examples it
+misclassifies (the error set), then train a new model from the same initialisation on the training set
+with the error set upsampled ``lambda_up`` times. No group labels for training; T and lambda_up are tuned
+on validation worst-group accuracy, which needs group labels on the validation split. The paper:
+lambda_up 100, T 60 (of 300) on Waterbirds; lambda_up 50, T 1 (of 50) on CelebA; grid {20, 50, 100}.
+Reported worst-group accuracy: Waterbirds 86.7%, CelebA 81.1%.
+
+Where weakspot scales it: T = 1 epoch of a 3-epoch run by default (CelebA's choice), the identification
+stage with the run's own schedule over T epochs and its last epoch kept (the paper's "model at epoch T").
+Upsampling is drawn as sampling weights (``fit``'s ``sample_weights``): each epoch draws as many images as
+the training set has, each error-set image ``upweight`` times as likely as another, so the retraining costs
+what ERM costs instead of growing the epoch by (lambda_up - 1) x |error set| images. Tuning lambda_up on
+validation worst group is the benchmark's job (``scripts/shortcut_benchmark.py`` runs one row per value and
+keeps, per seed, the one with the best validation worst group; the validation split's label x cue groups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from weakspot.augment.staged import StageRunner
+from weakspot.errors import WeakspotError
+from weakspot.models import Classifier
+from weakspot.training.loop import FitResult, TrainConfig
+
+
+@dataclass
+class Jtt:
+    """``weakspot finetune --method jtt``: identification ERM for ``identification_epochs``, then a retrain
+    from the initial weights with the error set upweighted ``upweight`` times."""
+
+    upweight: float = 50.0
+    identification_epochs: int = 1
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.upweight < 1 or self.identification_epochs < 1:
+            raise WeakspotError("jtt: the upweight must be >= 1 and the identification epochs >= 1")
+
+    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
+            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
+            meta: dict[str, Any] | None = None) -> FitResult:
+        initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
+        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
+        stages.run("identification", classifier, images, labels,
+                   dataclasses.replace(config, epochs=self.identification_epochs, keep="last", patience=None))
+        predicted, _ = classifier.predict(images)
+        errors = predicted != labels.cpu()
+        self.details = {"error_set": int(errors.sum()), "train_images": len(labels), "upweight": self.upweight,
+                        "identification_epochs": self.identification_epochs}
+        classifier.model.load_state_dict(initial)
+        weights = torch.where(errors, self.upweight, 1.0)
+        return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=weights))
