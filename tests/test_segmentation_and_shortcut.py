@@ -38,11 +38,12 @@ def test_shortcut_dataset_pastes_a_dark_button_inside_its_box():
 
 def test_median_fill_erases_a_button_and_keeps_the_shirt():
     from weakspot.fills import FILLS, fill_images
-    from weakspot.shortcut import paste_buttons
+    from weakspot.shortcut import ButtonCue, mask_boxes
 
     shirt = torch.full((4, 3, 96, 96), 0.8)
     shirt[:, :, :, :24] = 0.3  # a large dark region is structure, not a cue: it stays
-    buttoned, boxes = paste_buttons(shirt, torch.ones(4, dtype=torch.bool), seed=0)
+    buttoned, masks = ButtonCue().paste(shirt, torch.ones(4, dtype=torch.bool), torch.Generator().manual_seed(0))
+    boxes = mask_boxes(masks)
     assert "median" in FILLS
     median = fill_images(buttoned, "median")
     for image, (top, left, bottom, right) in zip(median, boxes.tolist()):
