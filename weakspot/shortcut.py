@@ -187,7 +187,7 @@ class TintCue:
 
     def paste(self, images: torch.Tensor, present: torch.Tensor,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tinted = images + self.size_frac * (_colour(self.colour).to(images.dtype) - images)
+        tinted = images + self.size_frac * (_colour(self.colour) - images)
         return _apply(images, present, torch.ones(images.shape[0], *images.shape[-2:], dtype=torch.bool), tinted)
 
 
