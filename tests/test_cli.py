@@ -8,9 +8,10 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     output = capsys.readouterr().out
-    for name in ("demo", "data", "train", "explain", "attack", "bench", "finetune", "check"):
+    expected = ["demo", "data", "import", "train", "explain", "attack", "bench", "audit", "finetune", "check"]
+    for name in expected:
         assert name in output
-    assert [name for name, _, _ in SUBCOMMANDS] == ["demo", "data", "train", "explain", "attack", "bench", "finetune", "check"]
+    assert [name for name, _, _ in SUBCOMMANDS] == expected
 
 
 def test_data_inspect_counts_classes_and_groups(utkface_dir, capsys):

@@ -91,6 +91,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     torch.save({**payload, "arch": "test_resnet"}, root / "other_arch.pt")  # efficientnet weights, resnet tag
     torch.save({**payload, "meta_json": _OpensAFile(root / "payload_ran")}, root / "pickle.pt")
     (root / "zero.pt").write_bytes(b"")
+    torch.save(model.model.state_dict(), root / "plain.pth")  # a model trained elsewhere: weights only
+    torch.save({"state_dict": model.model.state_dict(), "hook": _OpensAFile(root / "payload_ran")}, root / "pickle.pth")
+    (root / "zero.safetensors").write_bytes(b"")
     with torch.no_grad():
         model.model.get_classifier().weight.fill_(float("nan"))
     model.save(root / "nan.pt")
@@ -151,6 +154,10 @@ TRAIN = "train --data {root}/data " + TRAINING
 FINETUNE = "finetune --data {root}/data " + TRAINING
 NEW_RUN = " --out {root}/new_run"
 DEMO = "demo --out {root}/outputs/demo --device cpu"
+PLAIN = "--checkpoint {root}/plain.pth --model test_efficientnet --classes tall,wide"
+IMPORT = "import " + PLAIN + " --out {root}/outputs/imported.pt"
+AUDIT = ("audit --checkpoint {root}/model.pt " + DATA + " --attacks flip --explainers gradcam --device cpu "
+         "--out {root}/outputs")
 
 # (case, command line, what the one error line must contain)
 BAD_INPUT = [
@@ -280,6 +287,41 @@ BAD_INPUT = [
     ("bench-out-is-a-file", BENCH + " --out {root}/model.pt", ["model.pt is a file"]),
     ("bench-unknown-group", BENCH + " --groups race", ["no column 'race'"]),
     ("bench-size-negative", BENCH + " --size -32", ["argument --size", "got -32"]),
+    ("bench-plain-without-model", BENCH.replace("{root}/model.pt", "{root}/plain.pth"),
+     ["plain.pth: not a weakspot checkpoint; a plain state_dict needs its architecture and class names"]),
+    ("bench-flag-disagrees-with-checkpoint", BENCH + " --classes wide,tall",
+     ["model.pt: --classes ['wide', 'tall'] disagrees with this weakspot checkpoint's ['tall', 'wide']"]),
+    ("attack-bad-mean", ATTACK + " --mean 0.5,0.5", ["argument --mean: needs three numbers"]),
+    ("explain-plain-other-class-count", EXPLAIN + " --checkpoint {root}/plain.pth --model test_efficientnet "
+     "--classes a,b,c --image {root}/pictures/good.jpg", ["plain.pth: the weights are for 2 classes, 3 class names given"]),
+    # import
+    ("import-other-class-count", IMPORT.replace("tall,wide", "a,b,c"),
+     ["plain.pth: the weights are for 2 classes, 3 class names given"]),
+    ("import-other-architecture", IMPORT.replace("--model test_efficientnet", "--model test_resnet"),
+     ["plain.pth: weights do not fit 'test_resnet' with 2 classes"]),
+    ("import-unknown-torchvision-model", IMPORT.replace("--model test_efficientnet", "--model torchvision:nope"),
+     ["unknown torchvision classifier 'nope'"]),
+    ("import-pickle-payload", IMPORT.replace("plain.pth", "pickle.pth"), ["pickle.pth: refused"]),
+    ("import-zero-byte-safetensors", IMPORT.replace("plain.pth", "zero.safetensors"),
+     ["zero.safetensors: not a readable safetensors file"]),
+    ("import-missing-file", IMPORT.replace("plain.pth", "missing.pth"), ["missing.pth: checkpoint not found"]),
+    ("import-without-model", "import --checkpoint {root}/plain.pth --classes tall,wide --out {root}/outputs/x.pt",
+     ["the following arguments are required: --model"]),
+    ("import-one-class", IMPORT.replace("tall,wide", "tall"), ["argument --classes: needs at least two class names"]),
+    ("import-out-is-a-folder", "import " + PLAIN + " --out {root}/emptydir", ["emptydir: is a directory"]),
+    # audit: refused before any work, or failing half-way with nothing written
+    ("audit-missing-data", AUDIT.replace("{root}/data ", "{root}/missing "), ["missing: no such file or directory"]),
+    ("audit-pickle-checkpoint", AUDIT.replace("model.pt", "pickle.pt"), ["pickle.pt: refused"]),
+    ("audit-bins-not-increasing", AUDIT + " --bins age=40,20", ["argument --bins", "increasing integer edges"]),
+    ("audit-bins-unknown-column", AUDIT + " --bins age=0,20", ["labels.csv: no column 'age'"]),
+    ("audit-bins-not-numeric", AUDIT + " --bins label=0,20",
+     ["labels.csv: column 'label' has the non-numeric value"]),
+    ("audit-unknown-explainer", AUDIT + " --explainers lime,tarot", ["unknown explainer 'tarot'"]),
+    ("audit-unknown-attack", AUDIT + " --attacks flip,laser", ["unknown attack 'laser'"]),
+    ("audit-budget-below-guidance", AUDIT + " --attacks flip,superpixel --budget 5",
+     ["attack 'superpixel'", "more than the budget of 5"]),
+    ("audit-out-is-a-file", AUDIT.replace("--out {root}/outputs", "--out {root}/model.pt"), ["model.pt is a file"]),
+    ("audit-size-absurd", AUDIT + " --size 100000", ["argument --size", "got 100000"]),
     # check
     ("check-missing-report", "check {root}/missing.json --min-clean 0.5", ["missing.json: report not found"]),
     ("check-zero-byte-report", "check {root}/data/empty.csv --min-clean 0.5", ["empty.csv: not a readable JSON report"]),

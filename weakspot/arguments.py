@@ -7,9 +7,17 @@ module imports none of them, so no command module needs the dispatcher in ``weak
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weakspot.errors import WeakspotError
 from weakspot.terminal import error_console
+
+if TYPE_CHECKING:
+    import torch
+
+    from weakspot.models import Classifier
 
 MAX_SEED = 2**32 - 1
 
@@ -41,6 +49,68 @@ def image_size(text: str) -> int:
 
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def class_names_arg(text: str) -> list[str]:
+    """``--classes``: comma-separated names in the model's output order, or a file with one name per line."""
+    path = Path(text)
+    if path.is_file():
+        try:
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise argparse.ArgumentTypeError(f"{path}: unreadable classes file ({error})") from None
+    else:
+        names = comma_list(text)
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"needs at least two class names (a,b or a file, one per line), got {text!r}")
+    repeated = [name for index, name in enumerate(names) if name in names[:index]]
+    if repeated:
+        raise argparse.ArgumentTypeError(f"class '{repeated[0]}' appears twice")
+    return names
+
+
+def _channel_values(text: str, positive: bool) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(item) for item in comma_list(text))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(not math.isfinite(value) or (positive and value <= 0) for value in values):
+        kind = "positive numbers" if positive else "numbers"
+        raise argparse.ArgumentTypeError(f"needs three {kind} (R,G,B), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def channel_means(text: str) -> tuple[float, float, float]:
+    return _channel_values(text, positive=False)
+
+
+def channel_stds(text: str) -> tuple[float, float, float]:
+    return _channel_values(text, positive=True)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, plain_required: bool = False) -> None:
+    """``--checkpoint``: a weakspot checkpoint, or a state_dict trained elsewhere described by the other flags
+    (``plain_required``: they must be given, as ``weakspot import`` needs them)."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a weakspot checkpoint, or a plain state_dict (.pth/.pt/.safetensors) with --model and --classes")
+    parser.add_argument("--model", required=plain_required, default=None,
+                        help="architecture of a plain state_dict: a timm name, or torchvision:NAME (e.g. torchvision:resnet18)")
+    parser.add_argument("--classes", type=class_names_arg, required=plain_required, default=None,
+                        help="class names in output order: a,b or a file with one name per line")
+    parser.add_argument("--input-size", type=image_size, default=None,
+                        help="side the network sees, images resized to it (default: as loaded)")
+    parser.add_argument("--mean", type=channel_means, default=None, help="normalization mean R,G,B (default ImageNet's)")
+    parser.add_argument("--std", type=channel_stds, default=None, help="normalization std R,G,B (default ImageNet's)")
+
+
+def classifier_from_args(args: argparse.Namespace, device: str | torch.device | None = None) -> Classifier:
+    """The model of ``add_model_arguments``' flags on ``device`` (default ``--device``). A weakspot checkpoint
+    given with flags that disagree with it is refused (see ``weakspot.models.load_classifier``)."""
+    from weakspot.models import load_classifier
+
+    return load_classifier(args.checkpoint, arch=args.model, class_names=args.classes, input_size=args.input_size,
+                           mean=args.mean, std=args.std, device=args.device if device is None else device,
+                           micro_batch=micro_batch_from_args(args))
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

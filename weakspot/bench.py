@@ -18,17 +18,18 @@ from weakspot.attacks import attack_params, create_attack
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, check_outputs, print_report
 from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
-from weakspot.arguments import (add_data_arguments, add_runtime_arguments, comma_list, dataset_from_args,
-                                micro_batch_from_args, positive_int)
+from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
+                                comma_list, dataset_from_args, positive_int)
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json
-from weakspot.models import Classifier, load_checkpoint
+from weakspot.models import Classifier
 from weakspot.report import AttackRecords, BenchRecords, build_report
 from weakspot.terminal import console
 
 CHUNK = 32  # images per attack call: the progress bar's step, and what one call keeps in flight
+CURVES_NAME = "success_vs_area.png"
 
 
 def run_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attack_names: list[str],
@@ -75,10 +76,11 @@ def _state_path(report_path: str, rank: Rank) -> Path:
 
 def _run_identity(args: argparse.Namespace, rank: Rank, attack_names: list[str]) -> dict[str, object]:
     """What must match for a resumed run to finish the same job."""
-    return {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
-            "label": args.label, "groups": args.groups, "size": args.size, "max_images": args.max_images,
-            "seed": args.seed, "budget": args.budget, "attacks": attack_names, "rank": rank.rank,
-            "world_size": rank.world_size}
+    return {"checkpoint": str(Path(args.checkpoint).resolve()), "model": args.model, "classes": args.classes,
+            "input_size": args.input_size, "mean": list(args.mean) if args.mean else None,
+            "std": list(args.std) if args.std else None, "data": str(Path(args.data).resolve()), "label": args.label,
+            "groups": args.groups, "size": args.size, "max_images": args.max_images, "seed": args.seed,
+            "budget": args.budget, "attacks": attack_names, "rank": rank.rank, "world_size": rank.world_size}
 
 
 def _load_state(path: Path, identity: dict[str, object]) -> BenchRecords | None:
@@ -120,13 +122,14 @@ def save_area_curves(records: BenchRecords, path: Path) -> Path:
     axis.set_ylabel("success rate (of correctly classified)")
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)
-    axis.legend(loc="lower right")
+    if axis.get_legend_handles_labels()[0]:  # no curve when no attack fooled anything
+        axis.legend(loc="lower right")
     figure.tight_layout()
     return save_figure(figure, path, dpi=120)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (weakspot train/finetune)")
+    add_model_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
     parser.add_argument("--attacks", type=comma_list, default=["all"], help="comma list of attacks, or all")
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     rank, device = init_distributed(args.device)
     try:
         torch.manual_seed(args.seed)
-        classifier = load_checkpoint(args.checkpoint, device=device, micro_batch=micro_batch_from_args(args))
+        classifier = classifier_from_args(args, device=device)
         imageset = dataset_from_args(args)
         labels = align_labels(imageset, classifier.class_names)
         start, stop = shard_bounds(len(labels), rank)
@@ -181,17 +184,19 @@ def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: I
         atomic_write_json(args.json, report)
         console.print(f"report: {args.json}")
     if args.out:
-        _write_figures(Path(args.out), merged, results, shard_images, classifier)
+        curves, grid = write_figures(Path(args.out), merged, results, shard_images, classifier)
+        console.print(f"figures: {curves}, {grid}")
 
 
-def _write_figures(out: Path, records: BenchRecords, results: dict[str, list[AttackResult]],
-                   images: torch.Tensor, classifier: Classifier) -> None:
+def write_figures(out: Path, records: BenchRecords, results: dict[str, list[AttackResult]],
+                  images: torch.Tensor, classifier: Classifier) -> tuple[Path, Path]:
+    """``success_vs_area.png`` and ``examples.png`` (images that fooled the model) in ``out`` (bench, audit)."""
     from weakspot.attacks.report import example_grid
 
-    curves = save_area_curves(records, out / "success_vs_area.png")
+    curves = save_area_curves(records, out / CURVES_NAME)
     grid = example_grid({name: _concatenate(parts) for name, parts in results.items()}, images, out / EXAMPLES_NAME,
                         classifier.class_names)
-    console.print(f"figures: {curves}, {grid}")
+    return curves, grid
 
 
 def _concatenate(parts: list[AttackResult]) -> AttackResult:

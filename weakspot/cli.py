@@ -83,10 +83,12 @@ def _from_module(module: str) -> Callable[[argparse.ArgumentParser], None]:
 SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("demo", "run the whole story on a built-in planted-shortcut dataset", _from_module("weakspot.demo")),
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
+    ("import", "convert a model trained elsewhere (state_dict, .safetensors) into a weakspot checkpoint", _from_module("weakspot.importer")),
     ("train", "fine-tune a timm model on a dataset", lambda parser: importlib.import_module("weakspot.training.cli").configure_train(parser)),
     ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _from_module("weakspot.explainers.cli")),
     ("attack", "run explainer-guided attacks and print a robustness table", _from_module("weakspot.attacks.cli")),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _from_module("weakspot.bench")),
+    ("audit", "one report: accuracy and robustness per subgroup, mean explanation maps, fooling examples", _from_module("weakspot.audit")),
     ("finetune", "adversarial fine-tuning and its baselines", lambda parser: importlib.import_module("weakspot.training.cli").configure_finetune(parser)),
     ("check", "regression checks on a JSON report (exit 1 on failure)", _from_module("weakspot.check")),
 ]

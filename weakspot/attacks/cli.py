@@ -12,9 +12,9 @@ EXAMPLES_NAME = "examples.png"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.arguments import add_data_arguments, add_runtime_arguments, comma_list, positive_int
+    from weakspot.arguments import add_data_arguments, add_model_arguments, add_runtime_arguments, comma_list, positive_int
 
-    parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (.pt)")
+    add_model_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
     parser.add_argument("--attacks", type=comma_list, default=comma_list(DEFAULT_ATTACKS),
@@ -65,15 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
     from weakspot.attacks import attack_params, create_attack
     from weakspot.attacks.report import attack_report, example_grid
-    from weakspot.arguments import dataset_from_args, micro_batch_from_args
+    from weakspot.arguments import classifier_from_args, dataset_from_args
     from weakspot.terminal import console
     from weakspot.data import align_labels
     from weakspot.fileio import atomic_write_json
-    from weakspot.models import load_checkpoint
 
     names = check_attack_names(args.attacks)
     check_outputs(args.json, args.out)
-    classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
+    classifier = classifier_from_args(args)
     imageset = dataset_from_args(args)
     labels = align_labels(imageset, classifier.class_names)
     torch.manual_seed(args.seed)

@@ -9,12 +9,13 @@ from weakspot.errors import WeakspotError
 
 METHODS = ("lime", "shap", "shap-partition", "gradcam", "occlusion")
 DEFAULT_SIZE = 96
+SAMPLES_PARAMETER = {"lime": "num_samples", "shap": "num_samples", "shap-partition": "max_evals"}  # what --samples sets
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.arguments import add_runtime_arguments, positive_int
+    from weakspot.arguments import add_model_arguments, add_runtime_arguments, positive_int
 
-    parser.add_argument("--checkpoint", required=True, help="a weakspot checkpoint (.pt)")
+    add_model_arguments(parser)
     parser.add_argument("--image", required=True, help="the image to explain")
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--out", required=True, help="PNG to write (atomically)")
@@ -31,18 +32,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def _explainer_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Map the generic flags onto each method's own parameter names."""
-    params: dict[str, Any] = {"n_segments": args.segments, "segmentation": args.segmentation}
-    if args.fill is not None and args.method != "gradcam":
-        params["fill"] = args.fill
-    if args.samples is not None:
-        budget_name = {"lime": "num_samples", "shap": "num_samples", "shap-partition": "max_evals"}.get(args.method)
-        if budget_name is None:
-            raise WeakspotError(f"--samples does not apply to {args.method}")
-        params[budget_name] = args.samples
-    if args.method in ("lime", "shap"):
-        params["seed"] = args.seed
+def explainer_params(method: str, segments: int, segmentation: str = "slic", samples: int | None = None,
+                     fill: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Map the generic flags onto each method's own parameter names (explain, audit)."""
+    from weakspot.explainers.shap import MAX_EXACT_SEGMENTS
+
+    params: dict[str, Any] = {"n_segments": segments, "segmentation": segmentation}
+    if fill is not None and method != "gradcam":
+        params["fill"] = fill
+    if samples is not None:
+        if method not in SAMPLES_PARAMETER:
+            raise WeakspotError(f"--samples does not apply to {method}")
+        params[SAMPLES_PARAMETER[method]] = samples
+        if method == "shap":  # exact enumeration (2^K evaluations) only while it fits in the samples
+            params["max_exact"] = min(MAX_EXACT_SEGMENTS, samples.bit_length() - 1)
+    if method in ("lime", "shap"):
+        params["seed"] = seed
     return params
 
 
@@ -59,19 +64,19 @@ def _target_index(target: str | None, class_names: list[str]) -> int | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from weakspot.arguments import micro_batch_from_args
+    from weakspot.arguments import classifier_from_args
     from weakspot.terminal import console
     from weakspot.data import read_image
     from weakspot.explainers import create_explainer
     from weakspot.explainers.figures import explanation_figure, save_figure
-    from weakspot.models import load_checkpoint
 
-    classifier = load_checkpoint(args.checkpoint, device=args.device, micro_batch=micro_batch_from_args(args))
+    classifier = classifier_from_args(args)
     size = args.size or classifier.preprocessing.input_size or DEFAULT_SIZE
     image = read_image(args.image, size)
     target = _target_index(args.target, classifier.class_names)
     torch.manual_seed(args.seed)
-    explainer = create_explainer(args.method, classifier, **_explainer_params(args))
+    params = explainer_params(args.method, args.segments, args.segmentation, args.samples, args.fill, args.seed)
+    explainer = create_explainer(args.method, classifier, **params)
     attribution = explainer(image[None], target=None if target is None else torch.tensor([target]))
     if not (torch.isfinite(attribution.probability).all() and torch.isfinite(attribution.heatmap).all()):
         raise WeakspotError(f"{args.checkpoint}: the model returned NaN/inf on {args.image}; nothing to explain")

@@ -1,0 +1,106 @@
+"""``weakspot audit`` end to end on a tiny generated dataset with an age column: per-group rows with age bins,
+valid PNGs, a report ``weakspot check`` reads, and a failing run that leaves the previous outputs as they were."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from weakspot.audit import Bins
+from weakspot.cli import main
+from weakspot.models import load_model
+from weakspot.report import load_report
+from weakspot.shortcut import make_shortcut_dataset, write_imageset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+AGES = [3, 15, 25, 33, 47, 52, 61, 88]
+
+
+@pytest.fixture(scope="module")
+def audit_files(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, Path]:
+    """24 images at 32 px with columns label, cue and age; a tiny timm model saved as a plain state_dict."""
+    root = tmp_path_factory.mktemp("audit")
+    imageset, _ = make_shortcut_dataset(24, 32, cue_rate=0.5, seed=0)
+    imageset.groups["age"] = [str(AGES[index % len(AGES)]) for index in range(len(imageset))]
+    write_imageset(imageset, root / "data", label="label")
+    torch.manual_seed(0)
+    torch.save(load_model("test_efficientnet", weights=None, class_names=imageset.class_names).model.state_dict(),
+               root / "plain.pth")
+    return root, root / "data"
+
+
+def _audit(root: Path, out: Path, *extra: str) -> int:
+    return main(["audit", "--checkpoint", str(root / "plain.pth"), "--model", "test_efficientnet", "--classes",
+                 "tall,wide", "--data", str(root / "data"), "--label", "label", "--groups", "cue,age_bin",
+                 "--bins", "age=0,20,40,60", "--size", "32", "--budget", "30", "--device", "cpu", "--segments", "8",
+                 "--samples", "32", "--explain-images", "4", "--out", str(out), *extra])
+
+
+def test_bins_label_values_as_documented() -> None:
+    bins = Bins("age", (0, 20, 40, 60))
+    assert bins.group == "age_bin" and bins.labels() == ["<0", "0-19", "20-39", "40-59", "60+"]
+    assert [bins.label(value) for value in (-1, 0, 19.5, 20, 59, 60, 100)] == ["<0", "0-19", "0-19", "20-39",
+                                                                              "40-59", "60+", "60+"]
+
+
+def test_audit_writes_report_with_age_bins_mean_maps_and_examples(audit_files: tuple[Path, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = audit_files
+    out = tmp_path / "audit"
+    assert _audit(root, out, "--attacks", "flip,block", "--explainers", "lime,shap,gradcam") == 0
+    assert "error rate per group" in capsys.readouterr().out
+    report = load_report(out / "report.json")  # the bench schema, readable by weakspot check
+    assert {"model", "dataset", "n", "clean_accuracy", "attacks", "groups", "audit"} == set(report)
+    assert report["n"] == 24 and [attack["name"] for attack in report["attacks"]] == ["flip", "block"]
+    assert {row["group"]["age_bin"] for row in report["groups"]} == {"0-19", "20-39", "40-59", "60+"}
+    assert all(set(row["group"]) == {"cue", "age_bin"} and set(row["robust_error"]) == {"flip", "block"}
+               for row in report["groups"])
+    assert sum(row["n"] for row in report["groups"]) == 24
+    audit = report["audit"]
+    assert audit["bins"] == {"age_bin": {"column": "age", "edges": [0, 20, 40, 60],
+                                         "labels": ["<0", "0-19", "20-39", "40-59", "60+"]}}
+    assert audit["explained_per_class"] == {"tall": 4, "wide": 4}
+    pictures = [*audit["mean_maps"].values(), audit["examples"], audit["curves"]]
+    assert list(audit["mean_maps"]) == ["lime", "shap", "gradcam"]
+    for name in pictures:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert sorted(path.name for path in out.iterdir()) == sorted([*pictures, "report.json"])  # no temp files
+    assert main(["check", str(out / "report.json"), "--min-clean", "0"]) == 0
+
+
+def test_failing_audit_leaves_the_previous_outputs(audit_files: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = audit_files
+    out = tmp_path / "audit"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"model": "previous run"}))
+    (out / "mean_lime.png").write_bytes(PNG_MAGIC + b"previous")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    # flip runs, then superpixel's guidance alone needs more than the budget: the run fails half-way
+    assert _audit(root, out, "--attacks", "flip,superpixel", "--budget", "5", "--explainers", "lime") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "attack 'superpixel'" in error
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--bins", "age=40,20"], "argument --bins: expected COLUMN=E1,E2,... with increasing integer edges"),
+    (["--bins", "label=0,1"], "labels.csv: column 'label' has the non-numeric value 'tall' (--bins label=...)"),
+    (["--explainers", "lime,crystal-ball"], "unknown explainer 'crystal-ball'"),
+    (["--attacks", "laser"], "unknown attack 'laser'"),
+], ids=["bins-not-increasing", "bins-not-numeric", "unknown-explainer", "unknown-attack"])
+def test_audit_bad_input_is_one_line_and_writes_nothing(audit_files: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], extra: list[str],
+                                                        expected: str) -> None:
+    root, _ = audit_files
+    try:
+        code = _audit(root, tmp_path / "audit", *extra)
+    except SystemExit as exit_info:
+        code = int(exit_info.code)
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.count("\n") == 0 and expected in error, error
+    assert list(tmp_path.iterdir()) == []

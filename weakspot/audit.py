@@ -1,0 +1,220 @@
+"""``weakspot audit``: the studies' report in one command. Clean and robust accuracy per subgroup (the bench
+machinery and its ``report.json``), the explainers' mean attribution map per class, the images that fooled
+the model, and an "audit" section in the report naming the figures and the bins.
+
+Everything is computed before anything is written, and every file is written atomically (``report.json``
+last): a run that fails leaves the previous outputs as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
+                                comma_list, dataset_from_args, positive_int)
+from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, print_report
+from weakspot.bench import CURVES_NAME, run_attacks, write_figures
+from weakspot.data import ImageSet, align_labels
+from weakspot.errors import WeakspotError
+from weakspot.fileio import atomic_write_json, check_output_file
+from weakspot.models import Classifier
+from weakspot.report import build_report
+from weakspot.terminal import console, error_console
+
+DEFAULT_EXPLAINERS = "lime,shap,gradcam"
+REPORT_NAME = "report.json"
+EXPLAIN_CHUNK = 8  # images per explainer call: the progress bar's step
+BIN_SUFFIX = "_bin"
+# LIME's convention as a continuous map: green raises the class, red lowers it, transparent around zero
+LIME_COLORMAP = LinearSegmentedColormap.from_list(
+    "red_transparent_green", [(0.85, 0.0, 0.0, 1.0), (1.0, 1.0, 1.0, 0.0), (0.0, 0.7, 0.0, 1.0)])
+
+
+@dataclass(frozen=True)
+class Bins:
+    """``--bins age=0,20,40,60``: numeric column ``age`` becomes group ``age_bin`` with labels
+    "<0", "0-19", "20-39", "40-59", "60+" (a bin holds lo <= value < next edge)."""
+
+    column: str
+    edges: tuple[int, ...]
+
+    @property
+    def group(self) -> str:
+        return self.column + BIN_SUFFIX
+
+    def labels(self) -> list[str]:
+        inner = [f"{low}-{high - 1}" for low, high in zip(self.edges, self.edges[1:])]
+        return [f"<{self.edges[0]}", *inner, f"{self.edges[-1]}+"]
+
+    def label(self, value: float) -> str:
+        position = sum(value >= edge for edge in self.edges)
+        return self.labels()[position]
+
+
+def bins_arg(text: str) -> Bins:
+    column, _, edges_text = text.partition("=")
+    try:
+        edges = tuple(int(edge) for edge in comma_list(edges_text))
+    except ValueError:
+        edges = ()
+    if not column.strip() or not edges or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise argparse.ArgumentTypeError(f"expected COLUMN=E1,E2,... with increasing integer edges "
+                                         f"(e.g. age=0,20,40,60), got {text!r}")
+    return Bins(column.strip(), edges)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_runtime_arguments(parser)
+    parser.add_argument("--bins", type=bins_arg, action="append", default=[],
+                        help="COLUMN=E1,E2,...: a numeric column as group COLUMN_bin (e.g. age=0,20,40,60 gives "
+                             "age_bin <0, 0-19, 20-39, 40-59, 60+); repeat for more columns")
+    parser.add_argument("--attacks", type=comma_list, default=["all"], help="comma list of attacks, or all (default)")
+    parser.add_argument("--budget", type=positive_int, default=200, help="model queries per image and attack")
+    parser.add_argument("--explainers", type=comma_list, default=comma_list(DEFAULT_EXPLAINERS),
+                        help=f"explainers of the mean maps (default {DEFAULT_EXPLAINERS}; also occlusion, shap-partition)")
+    parser.add_argument("--explain-images", type=positive_int, default=16,
+                        help="images per class averaged into each mean map (default 16)")
+    parser.add_argument("--samples", type=positive_int, default=200,
+                        help="model evaluations per image for lime, shap and shap-partition (default 200)")
+    parser.add_argument("--segments", type=positive_int, default=24, help="about this many superpixels (default 24)")
+    parser.add_argument("--out", required=True, help=f"folder for {REPORT_NAME} and the PNGs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal only)")
+    parser.set_defaults(handler=run)
+
+
+def _check_explainers(names: list[str]) -> list[str]:
+    from weakspot.explainers import EXPLAINERS
+
+    unknown = [name for name in names if name not in EXPLAINERS]
+    if unknown or not names:
+        raise WeakspotError(f"unknown explainer '{unknown[0] if unknown else ''}' (choose from {', '.join(EXPLAINERS)})")
+    return list(dict.fromkeys(names))
+
+
+def _load_groups(args: argparse.Namespace) -> tuple[ImageSet, list[str]]:
+    """The dataset with its group columns; each ``--bins`` column is read and turned into its ``_bin`` group
+    (added to the groups when ``--groups`` does not name it)."""
+    bins = {spec.group: spec for spec in args.bins}
+    groups = list(dict.fromkeys([*args.groups, *bins]))
+    columns = list(dict.fromkeys(bins[name].column if name in bins else name for name in groups))
+    imageset = dataset_from_args(argparse.Namespace(**{**vars(args), "groups": columns}))
+    for spec in bins.values():
+        values = []
+        for text in imageset.groups[spec.column]:
+            try:
+                values.append(spec.label(float(text)))
+            except ValueError:
+                raise WeakspotError(f"{imageset.source}: column '{spec.column}' has the non-numeric value {text!r} "
+                                    f"(--bins {spec.column}=...)") from None
+        imageset.groups[spec.group] = values
+    return imageset, groups
+
+
+def _mean_maps(classifier: Classifier, name: str, images: torch.Tensor, labels: torch.Tensor,
+               args: argparse.Namespace, advance: Any) -> dict[int, tuple[int, torch.Tensor]]:
+    """Per class present: (images explained, mean heatmap), each image explained for its own class and its
+    map scaled to max |value| 1 first, so every image weighs the same."""
+    from weakspot.explainers import create_explainer
+    from weakspot.explainers.cli import SAMPLES_PARAMETER, explainer_params
+
+    samples = args.samples if name in SAMPLES_PARAMETER else None
+    explainer = create_explainer(name, classifier, **explainer_params(name, args.segments, samples=samples,
+                                                                      seed=args.seed))
+    maps = {}
+    for label in torch.unique(labels).tolist():
+        chosen = torch.nonzero(labels == label).flatten()[:args.explain_images]
+        total = torch.zeros(images.shape[-2:])
+        for start in range(0, len(chosen), EXPLAIN_CHUNK):
+            batch = chosen[start:start + EXPLAIN_CHUNK]
+            heat = torch.nan_to_num(explainer(images[batch], target=labels[batch]).heatmap.float())
+            total += (heat / heat.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).sum(dim=0)
+            advance(len(batch))
+        maps[label] = (len(chosen), total / len(chosen))
+    return maps
+
+
+def mean_map_figure(method: str, maps: dict[int, tuple[int, torch.Tensor]], images: torch.Tensor,
+                    labels: torch.Tensor, class_names: list[str]) -> Figure:
+    """One panel per class, side by side: the class's mean map over its mean image in grey, in the
+    method's convention (figures.py): LIME green raises / red lowers, SHAP and occlusion red raises / blue
+    lowers, Grad-CAM a heat overlay."""
+    import matplotlib.pyplot as plt
+
+    from weakspot.explainers.figures import SHAP_COLORMAP, STYLES
+
+    style = STYLES.get(method, "shap")
+    figure, axes = plt.subplots(1, len(maps), figsize=(3.3 * len(maps), 3.6), squeeze=False)
+    for axis, (label, (count, heat)) in zip(axes[0], maps.items()):
+        grey = images[labels == label].mean(dim=(0, 1)).numpy()
+        axis.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0)
+        limit = float(heat.abs().max()) or 1.0
+        if style == "heat":
+            shown = axis.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0.0, vmax=limit)
+        else:
+            colormap = LIME_COLORMAP if style == "lime" else SHAP_COLORMAP
+            shown = axis.imshow(heat.numpy(), cmap=colormap, vmin=-limit, vmax=limit)
+        figure.colorbar(shown, ax=axis, fraction=0.046)
+        axis.set_title(f"{class_names[label]} (mean of {count})", fontsize=9)
+        axis.axis("off")
+    legend = {"lime": "green raises, red lowers", "heat": "Grad-CAM heat", "shap": "red raises, blue lowers"}[style]
+    figure.suptitle(f"{method}: mean attribution per class ({legend})", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def run(args: argparse.Namespace) -> int:
+    from weakspot.explainers.figures import save_figure
+
+    attack_names = check_attack_names(args.attacks)
+    explainer_names = _check_explainers(args.explainers)
+    out = Path(args.out)
+    for name in (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in explainer_names)):
+        check_output_file(out / name)
+    torch.manual_seed(args.seed)
+    classifier = classifier_from_args(args)
+    imageset, groups = _load_groups(args)
+    labels = align_labels(imageset, classifier.class_names)
+    images = imageset.images
+    explained = sum(min(args.explain_images, int((labels == label).sum())) for label in torch.unique(labels).tolist())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=error_console, disable=args.no_progress or not error_console.is_terminal) as progress:
+        task = progress.add_task("audit", total=len(attack_names) * len(labels) + len(explainer_names) * explained)
+
+        def attacked(records: Any) -> None:
+            progress.update(task, description=f"attack {list(records.attacks)[-1]}",
+                            completed=sum(len(attack.fooled) for attack in records.attacks.values()))
+
+        records, results = run_attacks(classifier, images, labels, attack_names, args.budget,
+                                       [imageset.group_of(i, groups) for i in range(len(labels))], seed=args.seed,
+                                       show_progress=False, on_chunk=attacked)
+        maps = {}
+        for name in explainer_names:
+            progress.update(task, description=f"explain {name}")
+            maps[name] = _mean_maps(classifier, name, images, labels, args,
+                                    lambda count: progress.advance(task, count))
+    report = build_report(classifier.arch, imageset.source, records)
+    report["audit"] = {
+        "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size,
+        "bins": {spec.group: {"column": spec.column, "edges": list(spec.edges), "labels": spec.labels()}
+                 for spec in args.bins},
+        "mean_maps": {name: f"mean_{name}.png" for name in explainer_names},
+        "explained_per_class": {classifier.class_names[label]: count for label, (count, _) in
+                                next(iter(maps.values())).items()},
+        "examples": EXAMPLES_NAME, "curves": CURVES_NAME}
+    print_report(report)
+    for name, class_maps in maps.items():
+        save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names), out / f"mean_{name}.png")
+    write_figures(out, records, results, images, classifier)
+    atomic_write_json(out / REPORT_NAME, report)
+    console.print(f"audit: {out / REPORT_NAME}, {len(maps)} mean map(s), {EXAMPLES_NAME}, {CURVES_NAME} in {out}")
+    return 0
