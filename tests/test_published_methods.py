@@ -43,6 +43,14 @@ def test_masktune_masks_cover_the_planted_button(gradcam_button_model, gradcam_b
     assert masks.float().mean() < 0.15  # a few hot pixels per image, not the image
 
 
+def test_masktune_maps_come_from_the_stage_closest_to_the_papers_resolution(button_model, gradcam_button_model):
+    from weakspot.augment.masktune import saliency_layer
+
+    assert saliency_layer(gradcam_button_model, 128) == "layer3"  # stride 16: 8 x 8 (layer4: 4 x 4)
+    assert saliency_layer(button_model, 48) == "blocks.2"  # stride 8: 6 x 6
+    assert saliency_layer(button_model, 4) is None
+
+
 def test_sample_weights_draw_the_upweighted_images_in_proportion():
     weights = torch.ones(100)
     weights[:10] = 9.0  # 90 of 180 weight units: half of every epoch
@@ -92,7 +100,7 @@ def test_finetune_masktune_and_jtt_write_their_stages_and_resume(tmp_path):
     assert main([*common, "--method", "masktune", "--out", str(tmp_path / "mt")]) == 0
     results = json.loads((tmp_path / "mt" / "results.json").read_text())
     assert [entry["stage"] for entry in results["history"]] == ["erm", "erm", "masked"]
-    assert 0 < results["method_details"]["masked_share"] < 0.3
+    assert 0 < results["method_details"]["masked_share"] < 0.3 and results["method_details"]["layer"] == "blocks.1"
     assert (tmp_path / "mt" / "erm" / "last.pt").is_file() and (tmp_path / "mt" / "last.pt").is_file()
     assert {(row["group"]["shape"], row["group"]["cue"]) for row in results["val"]["groups"]} >= {("wide", "button")}
     assert main([*common, "--method", "masktune", "--out", str(tmp_path / "mt"), "--resume"]) == 0

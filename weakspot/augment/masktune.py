@@ -7,7 +7,10 @@ become 0, black), and fine-tune the ERM model for ONE epoch on the masked traini
 augmentation. No group labels. Reported worst-group accuracy: Waterbirds 86.4%, CelebA 78.0% (ResNet-50,
 224 px, 100 / 20 ERM epochs at a constant learning rate, SGD).
 
-Where weakspot scales it: the ERM stage is exactly weakspot's ERM (AdamW, warm-up + cosine, ``config``'s
+Where weakspot scales it: the map comes from the deepest stage whose map is at least ``PAPER_MAP_SIDE``
+cells wide at the training size (``saliency_layer``): the paper's ResNet-50 at 224 px maps 7 x 7, while
+Lite0's last stage at 96 px maps 3 x 3, which can only mask one of nine blurred blobs (at 96 px: ``blocks.4``,
+6 x 6). The ERM stage is exactly weakspot's ERM (AdamW, warm-up + cosine, ``config``'s
 epochs, e.g. 3 at 96 px). The authors fine-tune at the ERM's learning rate, which is constant in their
 runs; ours decays to zero, so the fine-tuning epoch runs at a constant ``finetune_lr`` (default: the run's
 base ``lr``) with a fresh AdamW. The map explains the TRUE label (the authors' code explains the predicted
@@ -31,6 +34,15 @@ from weakspot.models import Classifier
 from weakspot.training.loop import FitResult, TrainConfig
 
 MASK_CHUNK = 256  # images per saliency pass: bounds the memory of the maps, not the model's micro-batch
+PAPER_MAP_SIDE = 6  # cells per side of the saliency map, about the paper's 7 x 7 (ResNet-50 at 224 px)
+
+
+def saliency_layer(classifier: Classifier, size: int) -> str | None:
+    """The deepest timm feature stage whose map is at least ``PAPER_MAP_SIDE`` cells wide for ``size`` px
+    images; None (Grad-CAM's own choice, the last stage) for a model without ``feature_info``."""
+    stages = [stage for stage in getattr(classifier.model, "feature_info", None) or []
+              if size / stage["reduction"] >= PAPER_MAP_SIDE]
+    return str(stages[-1]["module"]) if stages else None
 
 
 def saliency_masks(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, threshold_std: float = 2.0,
@@ -71,9 +83,11 @@ class MaskTune:
             meta: dict[str, Any] | None = None) -> FitResult:
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("erm", "masked"))
         stages.run("erm", classifier, images, labels, config)
-        masks = saliency_masks(classifier, images, labels, self.threshold_std, self.layer)
+        layer = self.layer or saliency_layer(classifier, images.shape[-1])
+        masks = saliency_masks(classifier, images, labels, self.threshold_std, layer)
         masked = apply_masks(images, masks, fill_images(images, self.fill))
-        self.details = {"masked_share": float(masks.float().mean()), "threshold_std": self.threshold_std}
+        self.details = {"masked_share": float(masks.float().mean()), "threshold_std": self.threshold_std,
+                        "layer": layer}
         tune = dataclasses.replace(config, epochs=1, warmup_epochs=0.0, schedule="constant", patience=None,
                                    lr=self.finetune_lr or config.lr)
         return stages.result(stages.run("masked", classifier, masked, labels, tune))
