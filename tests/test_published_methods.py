@@ -109,6 +109,13 @@ def test_finetune_masktune_and_jtt_write_their_stages_and_resume(tmp_path):
 
     assert main([*common, "--method", "jtt", "--jtt-upweight", "20", "--out", str(tmp_path / "jtt")]) == 0
     results = json.loads((tmp_path / "jtt" / "results.json").read_text())
-    assert [entry["stage"] for entry in results["history"]] == ["identification", "retrain", "retrain"]
+    assert [entry["stage"] for entry in results["history"]] == ["identification"] * 2 + ["retrain"] * 2
     assert results["method_details"]["upweight"] == 20.0
+    # the identification model is ERM over the run's epochs: an ERM run's last.pt gives the same retrain
+    assert main([*common, "--method", "erm", "--out", str(tmp_path / "erm")]) == 0
+    assert main([*common, "--method", "jtt", "--jtt-upweight", "20", "--jtt-identification",
+                 str(tmp_path / "erm" / "last.pt"), "--out", str(tmp_path / "jtt-reused")]) == 0
+    reused = json.loads((tmp_path / "jtt-reused" / "results.json").read_text())
+    assert [entry["stage"] for entry in reused["history"]] == ["retrain"] * 2
+    assert reused["test"] == results["test"] and reused["method_details"]["error_set"] == results["method_details"]["error_set"]
     assert main([*common, "--method", "jtt", "--out", str(tmp_path / "nothing"), "--resume"]) == 2

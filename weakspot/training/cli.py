@@ -67,8 +67,11 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masktune-lr", type=float, default=None,
                         help="masktune: learning rate of the masked fine-tuning epoch (default: --lr)")
     parser.add_argument("--jtt-upweight", type=float, default=50.0, help="jtt: lambda_up, the error set's weight")
-    parser.add_argument("--jtt-epochs", type=positive_int, default=1,
-                        help="jtt: T, epochs of the identification model")
+    parser.add_argument("--jtt-epochs", type=positive_int, default=None,
+                        help="jtt: T, epochs of the identification model (default: --epochs)")
+    parser.add_argument("--jtt-identification", default=None,
+                        help="jtt: a trained weakspot checkpoint (e.g. an ERM run's last.pt) to take the error set "
+                             "from instead of training the identification model")
     parser.add_argument("--attacks", type=comma_list, default=list(DEFAULT_ATTACKS),
                         help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
     parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
@@ -107,7 +110,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "masktune":
         return {"finetune_lr": args.masktune_lr}
     if method == "jtt":
-        return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs}
+        return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs,
+                "identification": args.jtt_identification}
     if method == "adversarial":
         from weakspot.attacks.cli import check_attack_names
 
