@@ -244,13 +244,6 @@ class Harvest:
     evidence: dict[str, list[int]] = field(default_factory=dict)  # per box attack, see ``Transplants``
 
 
-def loop_attack(name: str, classifier: Classifier, budget: int, attack_options: Mapping[str, Mapping[str, Any]],
-                guidance_cache: GuidanceCache | None = None) -> Any:
-    """Attack ``name`` as the loop runs it: its defaults for ``budget`` overridden by ``attack_options``."""
-    options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
-    return create_attack(name, classifier, **options)
-
-
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
@@ -271,7 +264,8 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
     generator = torch.Generator().manual_seed(seed)
     clean = classifier.predict_proba(images).cpu()
     for name in attacks:
-        attack = loop_attack(name, classifier, budget, attack_options, guidance_cache)
+        options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
+        attack = create_attack(name, classifier, **options)
         confident = torch.nonzero(~fooling(clean, labels, getattr(attack, "margin", 0.0))).flatten()
         attacked_images, attacked_labels = images[confident], labels[confident]
         result = attack(attacked_images, attacked_labels)
@@ -353,8 +347,8 @@ class AdversarialAugment:
         for the guidance or a bad attack option fails before training rather than after the warm-up. The
         images are labelled with the model's own predictions so that every one of them is attacked."""
         predicted, _ = classifier.predict(self.images[:images])
-        for name in self.attacks:  # directly: a round would skip the images the model is unsure of
-            loop_attack(name, classifier, self.budget, self.attack_options)(self.images[:images], predicted.cpu())
+        collect_adversarial(classifier, self.images[:images], predicted.cpu(), self.attacks, self.budget,
+                            self.attack_options)
 
     def start_step(self, progress: float, classifier: Classifier) -> None:
         """Attack a fresh sample of the training images with the current model when a round is due."""
