@@ -2,15 +2,13 @@ import pytest
 import torch
 
 from weakspot.attacks import create_attack
-from weakspot.attacks.engine import fooling
 from weakspot.augment import adversarial
 from weakspot.augment.adversarial import ZONE_SHARE, AdversarialAugment, collect_adversarial, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
 from weakspot.models import load_model
-from weakspot.shortcut import make_shortcut_dataset
-from weakspot.training.loop import TrainConfig, fit, train_classifier
+from weakspot.training.loop import TrainConfig, fit
 
 
 def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(button_data, button_model):
@@ -122,11 +120,8 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
     class_1_removals = int((result.fooled & (labels == 1)).sum())
     assert class_1_removals >= 4
-    grafts = transplant_cues(button_model, images, labels, result, 0.0, generator)
-    grafted, grafted_labels, donors, masks = grafts.images, grafts.labels, grafts.donors, grafts.masks
+    grafted, grafted_labels, donors, masks = transplant_cues(button_model, images, labels, result, 0.0, generator)
     assert len(grafted_labels) >= class_1_removals // 2 and (grafted_labels == 0).all()
-    # the toy decides by the button alone: a same-size region from elsewhere in the donor never fools it
-    assert grafts.only_cue == len(grafted_labels) and grafts.only_control == 0 and grafts.model_depends_on_cues()
     assert len(donors) == len(grafted_labels) and bool(result.fooled[donors].all()) and bool((labels[donors] == 1).all())
     assert (button_model.predict(grafted)[0].cpu() == 1).all()
     assert masks.shape == (len(donors), *images.shape[-2:]) and bool(masks.flatten(1).any(dim=1).all())
@@ -136,7 +131,7 @@ def test_transplants_paste_an_erased_cue_into_the_other_class(button_data, butto
         unchanged = (recipients == image).all(dim=1).float().mean(dim=(1, 2))
         assert float(unchanged.max()) >= 0.87
     painted = create_attack("button", button_model, budget=80, fills=("black",))(images, labels)
-    assert len(transplant_cues(button_model, images, labels, painted, 0.0, generator).labels) == 0
+    assert len(transplant_cues(button_model, images, labels, painted, 0.0, generator)[1]) == 0
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
                               attack_options={"button": {"fills": ("median",)}}, transplant=True, cues_only=False)
     loop.start_step(0, button_model)
@@ -154,16 +149,16 @@ def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, butto
     real_transplant_cues = adversarial.transplant_cues
 
     def every_second_donor(*args, **kwargs):
-        grafts = real_transplant_cues(*args, **kwargs)
-        return adversarial.Transplants(grafts.images[::2], grafts.labels[::2], grafts.donors[::2], grafts.masks[::2],
-                                       grafts.only_cue, grafts.only_control, grafts.attempts)
+        grafted, grafted_labels, donors, masks = real_transplant_cues(*args, **kwargs)
+        return grafted[::2], grafted_labels[::2], donors[::2], masks[::2]
 
     monkeypatch.setattr(adversarial, "transplant_cues", every_second_donor)
     every = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True, seed=3)
     cues = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
                                cues_only=True, seed=3)
     result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
-    kept_donors = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3)).donors[::2]
+    _, _, donors, _ = real_transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(3))
+    kept_donors = donors[::2]
     assert every.counts == {"button-transplant": len(kept_donors), "button": int(result.fooled.sum())}
     assert cues.counts == {"button-transplant": len(kept_donors), "button": len(kept_donors)} and len(kept_donors) >= 2
     transplants = len(kept_donors)
@@ -234,23 +229,3 @@ def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):
     assert [entry.epoch for entry in loop.history] == [0.5, 1.5] and modes == [False, False]
     assert all(entry.attacked == 16 for entry in loop.history)
     assert classifier.net.training is False  # fit leaves the model in eval mode
-
-
-def test_a_round_without_evidence_of_a_cue_adds_nothing():
-    """The button is on half of each class and a weak shape signal decides the label: the model is unsure
-    of many images. Unsure images are not attacked, and the transplants that fool it do not beat their
-    same-size controls significantly, so the round keeps nothing (pool and bank empty) but records why."""
-    train, _ = make_shortcut_dataset(384, 48, cue_rate=0.5, signal=0.3, seed=0)
-    test, _ = make_shortcut_dataset(64, 48, cue_rate=0.5, signal=0.3, seed=1)
-    torch.manual_seed(0)
-    classifier = load_model("test_efficientnet", weights=None, class_names=train.class_names, device="cpu")
-    train_classifier(classifier, train.images, train.labels, TrainConfig(epochs=2, lr=3e-3, seed=0))
-    unsure = fooling(classifier.predict_proba(test.images), test.labels, 0.5)
-    assert 0.2 < float(unsure.float().mean()) < 0.6
-    harvest = collect_adversarial(classifier, test.images, test.labels, ("button",), 80,
-                                  {"button": {"fills": ("median",), "margin": 0.5}}, transplant=True, cues_only=True,
-                                  seed=1)
-    only_cue, only_control = harvest.evidence["button"]
-    assert only_cue + only_control > 0  # transplants were tried and some fooled the model
-    assert len(harvest.labels) == 0 and len(harvest.cues) == 0
-    assert harvest.counts == {"button": 0, "button-transplant": 0}

@@ -10,10 +10,6 @@ With ``cues_only`` (the default) a box attack's removal is kept only when its tr
 the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
 Those confirmed cues form a ``CueBank``; with ``spread`` every batch's clean images also get them, at no query
 cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
-Do no harm: images the model is unsure of (within the attack's margin) are not attacked, a transplant counts
-only when a same-size region from elsewhere in its donor does not fool the model too, and a round whose
-transplants do not beat those controls significantly (``EVIDENCE_LEVEL``) keeps nothing, so the loop adds no
-data where the model leans on no local cue.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs; both may be fractional, a
@@ -32,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 
 from weakspot.attacks import AttackResult, attack_params, create_attack
 from weakspot.attacks.engine import fooling
@@ -41,7 +36,6 @@ from weakspot.attacks.proposals import box_masks
 from weakspot.fills import ERASING_FILLS, apply_masks, fill_images
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
-from weakspot.shortcut import mask_boxes
 
 DEFAULT_ATTACKS = ("button",)
 DEFAULT_BUDGET = 40
@@ -78,7 +72,6 @@ class RoundLog:
     seconds: float
     explanations_reused: int = 0  # image explanations taken from the cache in this round
     cues: int = 0  # confirmed cues in the bank that ``spread`` draws from
-    evidence: dict[str, list[int]] = field(default_factory=dict)  # per attack: [only the cue fooled, only its control]
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -97,10 +90,6 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
         boxes[index, :len(patch_boxes)] = torch.tensor(patch_boxes)
     return box_masks(boxes, height, width)
 
-
-# A round keeps its cues only when their transplants fool the model more often than same-size control regions
-# do, at this one-sided significance level (``Transplants.model_depends_on_cues``).
-EVIDENCE_LEVEL = 0.05
 
 # A class's cue zone: the pixels that at least this share of its confirmed cues cover. One donor's box misses
 # most other images' cue (a planted button moves by up to 8 px between images): on 300 training images of the
@@ -166,52 +155,16 @@ class CueBank:
         return images
 
 
-def shifted_masks(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each mask moved by a random offset that keeps its bounding box inside the image: a region of the
-    same shape and size somewhere else, the control a cue's transplant is compared with."""
-    boxes = mask_boxes(masks)
-    height, width = masks.shape[-2:]
-    moved = []
-    for mask, (y0, x0, y1, x1) in zip(masks, boxes.tolist()):
-        dy = int(torch.randint(-y0, height - y1 + 1, (1,), generator=generator))
-        dx = int(torch.randint(-x0, width - x1 + 1, (1,), generator=generator))
-        moved.append(torch.roll(mask, (dy, dx), dims=(0, 1)))
-    return torch.stack(moved) if moved else masks
-
-
-@dataclass
-class Transplants:
-    """Confirmed cue transplants (the recipients with the donor's region pasted, their true labels, the
-    donors' rows, the regions' masks) and the round's evidence: among all transplants, how many fooled the
-    model while their same-size control did not (``only_cue``) and the other way round (``only_control``),
-    out of ``attempts`` transplants."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    donors: torch.Tensor
-    masks: torch.Tensor
-    only_cue: int = 0
-    only_control: int = 0
-    attempts: int = 0
-
-    def model_depends_on_cues(self) -> bool:
-        """A one-sided sign test (McNemar's exact test) that a cue's region fools the model more often than a
-        random region of the same size from the same donor does: without it, what the attack erased was not
-        a cue the model leans on (an uncertain prediction, or evidence spread over the face)."""
-        discordant = self.only_cue + self.only_control
-        return discordant > 0 and binomtest(self.only_cue, discordant, 0.5, alternative="greater").pvalue < EVIDENCE_LEVEL
-
-
 def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, result: AttackResult,
-                    margin: float, generator: torch.Generator) -> Transplants:
+                    margin: float, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cue an erasing patch removed, pasted at the same place into an image of another class.
 
     Where a box attack fooled the model by ERASING a region (``fills.ERASING_FILLS``), that region of the
     clean image is what the model read as its label. Pasted into a random image of another class, it makes
-    the cue-conflicting example the other way round (a female photo with the "button" of a male one). As a
-    control, the same recipient also gets a region of the same shape from elsewhere in the donor
-    (``shifted_masks``), pasted where it came from. A transplant is confirmed, and kept with the recipient's
-    true label, when it fools the model (same ``margin`` as the attack) and its control does not.
+    the cue-conflicting example the other way round (a female photo with the "button" of a male one); the
+    transplants that fool the model (same ``margin`` as the attack) are kept with the recipient's true label.
+    Returns them, their labels, their donors' rows and the pasted regions' masks (the confirmed cues).
     """
     donors = torch.nonzero(erasing_removals(result)).flatten().tolist()
     pairs = []
@@ -220,16 +173,12 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
         if len(others):
             pairs.append((donor, int(others[torch.randint(len(others), (1,), generator=generator)])))
     if not pairs:
-        return Transplants(images[:0], labels[:0], torch.empty(0, dtype=torch.long), CueBank.empty(images).masks)
+        return images[:0], labels[:0], torch.empty(0, dtype=torch.long), CueBank.empty(images).masks
     donor_rows, recipient_rows = (torch.tensor(rows) for rows in zip(*pairs))
     masks = perturbation_masks(result, donor_rows, images.shape[-2], images.shape[-1])
     transplanted = apply_masks(images[recipient_rows], masks, images[donor_rows])
-    controls = apply_masks(images[recipient_rows], shifted_masks(masks, generator), images[donor_rows])
-    probabilities = classifier.predict_proba(torch.cat([transplanted, controls])).cpu()
-    fooled, control_fooled = fooling(probabilities, labels[recipient_rows].repeat(2), margin).chunk(2)
-    confirmed = fooled & ~control_fooled
-    return Transplants(transplanted[confirmed], labels[recipient_rows][confirmed], donor_rows[confirmed],
-                       masks[confirmed], int(confirmed.sum()), int((control_fooled & ~fooled).sum()), len(pairs))
+    fooled = fooling(classifier.predict_proba(transplanted).cpu(), labels[recipient_rows], margin)
+    return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled], masks[fooled]
 
 
 @dataclass
@@ -241,7 +190,6 @@ class Harvest:
     labels: torch.Tensor
     counts: dict[str, int]
     cues: CueBank
-    evidence: dict[str, list[int]] = field(default_factory=dict)  # per box attack, see ``Transplants``
 
 
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
@@ -249,46 +197,34 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
                         cues_only: bool = False, seed: int = 0) -> Harvest:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
-    on the (images, labels) the model gets right by more than the attack's ``margin`` (so that an image
-    counts as shaken because of the edit, not because the model was unsure of it already); the fooling
-    images, their true labels and counts per attack. With ``transplant``, also the confirmed cue transplants
-    of each box attack (``transplant_cues``, counted as "<attack>-transplant") and their regions; with
-    ``cues_only`` as well, an erasing removal is kept only when its transplant was confirmed: the region then
-    decides the label both ways (a cue), where a removal alone may erase real evidence. With ``transplant``,
-    a box attack whose transplants do not beat their controls (``Transplants.model_depends_on_cues``) adds
-    nothing: the round found no cue the model depends on, and training on its edits could only hurt.
-    Attacks that erase no box (superpixel, crop, flip) make no transplants and are not tested."""
+    on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
+    also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant") and
+    the confirmed cues (the transplanted regions that fooled); with ``cues_only`` as well, an erasing removal
+    is kept only when its transplant fooled the model too: the region then decides the label both ways (a
+    cue), where a removal alone may erase real evidence."""
     images, labels = images.cpu(), labels.cpu()
-    kept_images, kept_labels, counts, banks = [images[:0]], [labels[:0]], {}, [CueBank.empty(images)]
-    evidence: dict[str, list[int]] = {}
+    kept_images, kept_labels, counts, banks = [], [], {}, [CueBank.empty(images)]
     generator = torch.Generator().manual_seed(seed)
-    clean = classifier.predict_proba(images).cpu()
     for name in attacks:
         options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
         attack = create_attack(name, classifier, **options)
-        confident = torch.nonzero(~fooling(clean, labels, getattr(attack, "margin", 0.0))).flatten()
-        attacked_images, attacked_labels = images[confident], labels[confident]
-        result = attack(attacked_images, attacked_labels)
+        result = attack(images, labels)
         fooled = result.fooled.cpu()
         if transplant:
-            grafts = transplant_cues(classifier, attacked_images, attacked_labels, result,
-                                     getattr(attack, "margin", 0.0), generator)
-            evidence[name] = [grafts.only_cue, grafts.only_control]
-            if grafts.attempts and not grafts.model_depends_on_cues():
-                counts[name] = counts[f"{name}-transplant"] = 0
-                continue
-            kept_images.append(grafts.images)
-            kept_labels.append(grafts.labels)
-            counts[f"{name}-transplant"] = len(grafts.labels)
-            banks.append(CueBank(attacked_images[grafts.donors], grafts.masks, attacked_labels[grafts.donors],
-                                 tuple(result.perturbations[row].fill for row in grafts.donors.tolist())))
+            grafted, grafted_labels, donors, cue_masks = transplant_cues(classifier, images, labels, result,
+                                                              getattr(attack, "margin", 0.0), generator)
+            kept_images.append(grafted)
+            kept_labels.append(grafted_labels)
+            counts[f"{name}-transplant"] = len(grafted_labels)
+            banks.append(CueBank(images[donors], cue_masks, labels[donors],
+                                 tuple(result.perturbations[row].fill for row in donors.tolist())))
             if cues_only:
                 fooled = fooled & ~erasing_removals(result)
-                fooled[grafts.donors] = True
+                fooled[donors] = True
         kept_images.append(result.adversarial.cpu()[fooled])
-        kept_labels.append(attacked_labels[fooled])
+        kept_labels.append(labels[fooled])
         counts[name] = int(fooled.sum())
-    return Harvest(torch.cat(kept_images), torch.cat(kept_labels), counts, CueBank.concat(banks), evidence)
+    return Harvest(torch.cat(kept_images), torch.cat(kept_labels), counts, CueBank.concat(banks))
 
 
 class AdversarialAugment:
@@ -367,7 +303,7 @@ class AdversarialAugment:
         self.pool_images, self.pool_labels, self.cues, counts = harvest.images, harvest.labels, harvest.cues, harvest.counts
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
-                                     len(self.cues), harvest.evidence))
+                                     len(self.cues)))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
