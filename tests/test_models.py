@@ -15,8 +15,9 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]
 
 
-def test_lite0_imagenet_weights_load_offline_and_recognise_two_images():
-    classifier = load_model("efficientnet_lite0", 1000, weights="imagenet", input_size=224, device="cpu")
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_offline_imagenet_weights_load_and_recognise_two_images(name):
+    classifier = load_model(name, 1000, weights="imagenet", input_size=224, device="cpu")
     cat = classifier.predict_proba(as_tensor(skimage.data.chelsea()))
     coffee = classifier.predict_proba(as_tensor(skimage.data.coffee()))
     assert int(cat.argmax()) == 285  # Egyptian cat

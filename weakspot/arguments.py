@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,11 @@ from weakspot.terminal import error_console
 if TYPE_CHECKING:
     import torch
 
+    from weakspot.data import ImageSet
     from weakspot.models import Classifier
 
 MAX_SEED = 2**32 - 1
+SPLITS = ("train", "val", "test", "clean_test")  # clean_test: only in manifests with a split column
 
 
 def positive_int(text: str) -> int:
@@ -113,12 +116,17 @@ def classifier_from_args(args: argparse.Namespace, device: str | torch.device | 
                            micro_batch=micro_batch_from_args(args))
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True, split: bool = False) -> None:
+    """The data flags; with ``split``, also ``--split`` for commands that evaluate a trained model."""
     parser.add_argument("--data", required=required, help="ImageFolder tree, a folder with labels.csv, or a CSV manifest")
     parser.add_argument("--label", default=None, help="label column of a CSV manifest (e.g. gender)")
     parser.add_argument("--groups", type=comma_list, default=[], help="comma-separated group columns (e.g. gender,race)")
     parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
     parser.add_argument("--max-images", type=positive_int, default=None, help="load a seeded random subset")
+    if split:
+        parser.add_argument("--split", choices=SPLITS, default=None,
+                            help="only this split, cut as 'weakspot train' cuts it (give the same --seed and "
+                                 "--max-images): the manifest's split column, else a seeded 70/15/15")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,14 +145,40 @@ def micro_batch_from_args(args: argparse.Namespace) -> int | str | None:
         raise WeakspotError(f"--micro-batch must be a positive integer or 'auto', got {value!r}") from None
 
 
-def dataset_from_args(args: argparse.Namespace):
-    """Load ``--data`` and report skipped files on stderr (the run goes on without them)."""
+def dataset_from_args(args: argparse.Namespace, extra_groups: Sequence[str] = ()) -> ImageSet:
+    """Load ``--data`` (with ``extra_groups`` columns too) and report skipped files on stderr (the run goes
+    on without them); with ``--split``, only that split (``split_sets``)."""
     from weakspot.data import load_dataset
+    from weakspot.shortcut import SPLIT_COLUMN, manifest_columns
 
-    imageset = load_dataset(args.data, size=args.size, label=args.label, groups=args.groups,
-                            max_images=args.max_images, seed=getattr(args, "seed", 0))
+    split = getattr(args, "split", None)
+    if split and SPLIT_COLUMN in manifest_columns(args.data):
+        extra_groups = [*extra_groups, SPLIT_COLUMN]
+    groups = list(dict.fromkeys([*args.groups, *extra_groups]))
+    seed = getattr(args, "seed", 0)
+    imageset = load_dataset(args.data, size=args.size, label=args.label, groups=groups,
+                            max_images=args.max_images, seed=seed)
     if imageset.skipped:
         first_path, first_reason = imageset.skipped[0]
         error_console.print(f"weakspot: skipped {len(imageset.skipped)} unreadable image(s); first: {first_reason}",
                             highlight=False, markup=False, soft_wrap=True)
-    return imageset
+    if not split:
+        return imageset
+    part = split_sets(imageset, seed).get(split)
+    if part is None or not len(part):
+        raise WeakspotError(f"{imageset.source}: no '{split}' images (--split)")
+    return part
+
+
+def split_sets(imageset: ImageSet, seed: int) -> dict[str, ImageSet]:
+    """The splits ``weakspot train`` trains and tests on: the manifest's ``split`` column when it was loaded,
+    else a stratified 70/15/15 of the labels drawn with ``seed``. Empty splits are left out."""
+    from weakspot.data import split_indices
+    from weakspot.shortcut import SPLIT_COLUMN
+
+    if SPLIT_COLUMN in imageset.groups:
+        values = imageset.groups[SPLIT_COLUMN]
+        splits = {name: imageset.subset([i for i, value in enumerate(values) if value == name]) for name in SPLITS}
+    else:
+        splits = {name: imageset.subset(indices) for name, indices in split_indices(imageset.labels, seed=seed).items()}
+    return {name: part for name, part in splits.items() if len(part)}

@@ -73,7 +73,7 @@ def bins_arg(text: str) -> Bins:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_data_arguments(parser)
+    add_data_arguments(parser, split=True)
     add_runtime_arguments(parser)
     parser.add_argument("--bins", type=bins_arg, action="append", default=[],
                         help="COLUMN=E1,E2,...: a numeric column as group COLUMN_bin (e.g. age=0,20,40,60 gives "
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                                     lambda count: progress.advance(task, count))
     report = build_report(classifier.arch, imageset.source, records)
     report["audit"] = {
-        "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size,
+        "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size, "split": args.split,
         "bins": {spec.group: {"column": spec.column, "edges": list(spec.edges), "labels": spec.labels()}
                  for spec in args.bins},
         "mean_maps": {name: f"mean_{name}.png" for name in explainer_names},

@@ -79,7 +79,7 @@ def _run_identity(args: argparse.Namespace, rank: Rank, attack_names: list[str])
     return {"checkpoint": str(Path(args.checkpoint).resolve()), "model": args.model, "classes": args.classes,
             "input_size": args.input_size, "mean": list(args.mean) if args.mean else None,
             "std": list(args.std) if args.std else None, "data": str(Path(args.data).resolve()), "label": args.label,
-            "groups": args.groups, "size": args.size, "max_images": args.max_images, "seed": args.seed,
+            "groups": args.groups, "size": args.size, "max_images": args.max_images, "split": args.split, "seed": args.seed,
             "budget": args.budget, "attacks": attack_names, "rank": rank.rank, "world_size": rank.world_size}
 
 
@@ -130,7 +130,7 @@ def save_area_curves(records: BenchRecords, path: Path) -> Path:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_data_arguments(parser)
+    add_data_arguments(parser, split=True)
     add_runtime_arguments(parser)
     parser.add_argument("--attacks", type=comma_list, default=["all"], help="comma list of attacks, or all")
     parser.add_argument("--budget", type=positive_int, default=200, help="model queries per image and attack")

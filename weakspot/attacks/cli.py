@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from weakspot.arguments import add_data_arguments, add_model_arguments, add_runtime_arguments, comma_list, positive_int
 
     add_model_arguments(parser)
-    add_data_arguments(parser)
+    add_data_arguments(parser, split=True)
     add_runtime_arguments(parser)
     parser.add_argument("--attacks", type=comma_list, default=comma_list(DEFAULT_ATTACKS),
                         help=f"comma list of attacks (default {DEFAULT_ATTACKS}; all: superpixel,block,button,"

@@ -124,24 +124,17 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, Any]:
-    """ImageSets per split: from the manifest's ``split`` column when it has one, else a seeded 70/15/15."""
-    from weakspot.arguments import dataset_from_args
-    from weakspot.data import split_indices
+    """ImageSets per split (``weakspot.arguments.split_sets``), with the manifest's cue column when it has one."""
+    from weakspot.arguments import dataset_from_args, split_sets
     from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN, manifest_columns
 
     columns = manifest_columns(args.data)
-    wanted = [*args.groups, *(c for c in (SPLIT_COLUMN, CUE_GROUP) if c in columns and c not in args.groups)]
-    args.groups = wanted
+    args.groups = [*args.groups, *(c for c in (SPLIT_COLUMN, CUE_GROUP) if c in columns and c not in args.groups)]
     imageset = dataset_from_args(args)
-    if SPLIT_COLUMN in columns:
-        values = imageset.groups[SPLIT_COLUMN]
-        splits = {name: imageset.subset([i for i, value in enumerate(values) if value == name])
-                  for name in ("train", "val", *EVAL_SPLITS)}
-    else:
-        splits = {name: imageset.subset(indices) for name, indices in split_indices(imageset.labels, seed=args.seed).items()}
-    if len(splits["train"]) == 0:
+    splits = split_sets(imageset, args.seed)
+    if "train" not in splits:
         raise WeakspotError(f"{imageset.source}: no training images")
-    return {name: part for name, part in splits.items() if len(part)}
+    return splits
 
 
 def _print_results(results: dict[str, Any]) -> None:
