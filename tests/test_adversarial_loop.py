@@ -184,7 +184,7 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     spread = bank.spread(batch, 1.0)
     torch.manual_seed(0)
     torch.rand(len(batch))  # the same draws: who gets a cue (everyone at 1.0), which cue, paste or erase
-    picked = torch.randint(len(bank), (len(batch),))
+    picked = torch.multinomial(torch.ones(len(bank)), len(batch), replacement=True)  # one class: uniform
     erase = torch.rand(len(batch)) < 0.5
     zone = bank.masks.float().mean(dim=0) >= ZONE_SHARE  # every cue is a class-1 button here
     assert 0 < int(zone.sum()) <= int(bank.masks.sum(dim=(1, 2)).max())
@@ -206,6 +206,53 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     assert AdversarialAugment(images, labels, transplant=False).spread == 0.0  # the default follows transplant
     with pytest.raises(WeakspotError, match="spread in"):
         AdversarialAugment(images, labels, spread=1.5)
+
+
+def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model):
+    _, test, _ = button_data
+    harvest = collect_adversarial(button_model, test.images[:16], test.labels[:16], ("button",), 80,
+                                  {"button": {"fills": ("median",)}}, transplant=True, cues_only=True)
+    bank = harvest.cues
+    # nine tenths of the bank relabelled class 0: draws must still come half from each class
+    bank = adversarial.CueBank(bank.images[:1].repeat(10, 1, 1, 1), bank.masks[:1].repeat(10, 1, 1),
+                               torch.tensor([0] * 9 + [1]), ("median",) * 10)
+    bank.masks[9] = False
+    bank.masks[9, :4, :4] = True  # the class-1 cue alone covers the top-left corner
+    batch = torch.zeros(4000, 3, 48, 48)
+    torch.manual_seed(0)
+    spread = bank.spread(batch, 1.0)
+    corner_pasted = spread[:, :, 0, 0].abs().sum(dim=1) > 0
+    share = float(corner_pasted.float().mean())  # pasted (half) x drawn from class 1 (half): about a quarter
+    assert 0.2 < share < 0.3
+    state = torch.get_rng_state()
+    empty = adversarial.CueBank.empty(batch)
+    assert torch.equal(empty.spread(batch[:8], 1.0), batch[:8])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_model):
+    """A round draws from seeded generators only: training after a round that keeps nothing is ERM's."""
+    _, test, _ = button_data
+    loop = AdversarialAugment(test.images[:16], test.labels[:16], fraction=1.0, budget=80, warmup_epochs=0,
+                              attack_options={"button": {"fills": ("median",)}}, seed=0)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    loop.start_step(0, button_model)
+    assert len(loop.history) == 1 and torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_loop_that_keeps_nothing_trains_exactly_as_erm(button_data):
+    """No round before the end (warm-up past the last epoch): the weights are ERM's, bit for bit."""
+    train, _, _ = button_data
+    images, labels = train.images[:48], train.labels[:48]
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=0, augment=True)  # augmentation draws from torch's RNG
+    weights = []
+    for transform in (None, AdversarialAugment(images, labels, warmup_epochs=5, seed=0)):
+        torch.manual_seed(0)
+        classifier = load_model("test_efficientnet", weights=None, class_names=train.class_names, device="cpu")
+        fit(classifier, images, labels, config, transform=transform)
+        weights.append(classifier.model.state_dict())
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):

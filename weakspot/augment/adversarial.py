@@ -137,8 +137,10 @@ class CueBank:
         donor's pixels inside the cue's region; erased, the cue's class's zone filled with the cue's fill.
         Blind to the image's label, so the edits themselves (a fill, a seam) say nothing about it: an erase
         applied only to the cue's class would be a new shortcut. No model query; labels are unchanged."""
+        if not len(self):  # before any draw: an empty bank leaves the training stream (and its RNG) as ERM's
+            return images
         chosen = torch.nonzero(torch.rand(len(images)) < probability).flatten()
-        if not len(chosen) or not len(self):
+        if not len(chosen):
             return images
         # Class-balanced draws, as for the pool: with no shortcut the bank holds mostly the class that is
         # easier to shake, and spreading its evidence alone lowered that class's recall (seed 0, --rate 0.5).
@@ -301,6 +303,8 @@ class AdversarialAugment:
         rng = np.random.default_rng([self.seed, index])
         count = max(1, int(round(self.fraction * len(self.labels))))
         chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
+        # seeded generators only (attacks, transplant pairs): the training stream's RNG is not moved, so a round
+        # that keeps nothing leaves training exactly as ERM's with the same seed
         harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + index)
