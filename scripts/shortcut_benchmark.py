@@ -55,6 +55,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                               "--spread", "1.0", "--adv-warmup", "1"]),
+    # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
+    ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
+                                                "--mix-ratio", "0"]),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

@@ -35,15 +35,19 @@ def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(but
     assert torch.equal(again.pool_images, loop.pool_images)  # a resumed run rebuilds the same pool
 
 
-def test_pool_draws_are_class_balanced(button_data):
+def test_pool_draws_are_class_balanced_and_source_balanced_within_a_class(button_data):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:4], test.labels[:4], mix_ratio=1.0)
-    loop.pool_images = torch.zeros(10, 3, 4, 4)
+    loop.pool_images = torch.arange(10.0)[:, None, None, None].expand(10, 3, 4, 4)
     loop.pool_labels = torch.tensor([0] * 9 + [1])
+    loop.pool_sources = torch.tensor([0] * 8 + [1, 1])  # class 0: 8 removals, 1 transplant
     torch.manual_seed(0)
-    _, labels = loop(torch.zeros(2000, 3, 4, 4), torch.zeros(2000, dtype=torch.long), None)
+    mixed, labels = loop(torch.zeros(2000, 3, 4, 4), torch.zeros(2000, dtype=torch.long), None)
     share_of_rare_class = float((labels[2000:] == 1).float().mean())
     assert 0.45 < share_of_rare_class < 0.55
+    # within class 0, half the draws are its one transplant (image 8)
+    share_of_transplant = float((mixed[2000:, 0, 0, 0] == 8).float().mean())
+    assert 0.2 < share_of_transplant < 0.3
 
 
 def test_adversarial_method_validates_its_parameters(button_data):
@@ -212,6 +216,7 @@ def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(butt
     _, test, _ = button_data
     harvest = collect_adversarial(button_model, test.images[:16], test.labels[:16], ("button",), 80,
                                   {"button": {"fills": ("median",)}}, transplant=True, cues_only=True)
+    assert torch.bincount(harvest.sources, minlength=len(harvest.counts)).tolist() == list(harvest.counts.values())
     bank = harvest.cues
     # nine tenths of the bank relabelled class 0: draws must still come half from each class
     bank = adversarial.CueBank(bank.images[:1].repeat(10, 1, 1, 1), bank.masks[:1].repeat(10, 1, 1),

@@ -196,6 +196,7 @@ class Harvest:
     labels: torch.Tensor
     counts: dict[str, int]
     cues: CueBank
+    sources: torch.Tensor  # per image: the index in ``counts`` of the source that kept it
 
 
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
@@ -209,7 +210,7 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
     is kept only when its transplant fooled the model too: the region then decides the label both ways (a
     cue), where a removal alone may erase real evidence."""
     images, labels = images.cpu(), labels.cpu()
-    kept_images, kept_labels, counts, banks = [], [], {}, [CueBank.empty(images)]
+    kept_images, kept_labels, kept_sources, counts, banks = [], [], [], {}, [CueBank.empty(images)]
     generator = torch.Generator().manual_seed(seed)
     for name in attacks:
         options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
@@ -221,6 +222,7 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
                                                               getattr(attack, "margin", 0.0), generator)
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
+            kept_sources.append(torch.full((len(grafted_labels),), len(counts)))
             counts[f"{name}-transplant"] = len(grafted_labels)
             banks.append(CueBank(images[donors], cue_masks, labels[donors],
                                  tuple(result.perturbations[row].fill for row in donors.tolist())))
@@ -229,8 +231,25 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
                 fooled[donors] = True
         kept_images.append(result.adversarial.cpu()[fooled])
         kept_labels.append(labels[fooled])
+        kept_sources.append(torch.full((int(fooled.sum()),), len(counts)))
         counts[name] = int(fooled.sum())
-    return Harvest(torch.cat(kept_images), torch.cat(kept_labels), counts, CueBank.concat(banks))
+    return Harvest(torch.cat(kept_images), torch.cat(kept_labels), counts, CueBank.concat(banks),
+                   torch.cat(kept_sources))
+
+
+def pool_weights(labels: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """Draw weights over the pool: each class present gets the same share, split equally between the
+    sources (removals, transplants) that kept images of it.
+
+    Class-balanced: the pool is dominated by whichever class is easiest to fool, and training on that alone
+    shifts the shortcut instead of removing it. Source-balanced within a class: when one class's images come
+    mostly as removals (a fill) and the other's as transplants (a pasted region), the edit itself predicts
+    the label, a new shortcut (with no planted cue, the pool's edits shifted seed 0's class balance).
+    """
+    width = int(sources.max()) + 1
+    cells = labels * width + sources
+    cells_per_class = torch.bincount(torch.unique(cells) // width)
+    return 1.0 / (torch.bincount(cells)[cells] * cells_per_class[labels]).float()
 
 
 class AdversarialAugment:
@@ -255,9 +274,9 @@ class AdversarialAugment:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
             spread = DEFAULT_SPREAD if transplant else 0.0
-        if (not 0.0 < fraction <= 1.0 or mix_ratio <= 0.0 or budget < 1 or warmup_epochs < 0 or refresh <= 0
+        if (not 0.0 < fraction <= 1.0 or mix_ratio < 0.0 or budget < 1 or warmup_epochs < 0 or refresh <= 0
                 or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0):
-            raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio > 0, budget >= 1, "
+            raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio >= 0, budget >= 1, "
                                 "warm-up >= 0, refresh > 0, rounds >= 1 and spread in [0, 1] are required")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
@@ -270,6 +289,7 @@ class AdversarialAugment:
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
+        self.pool_sources = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
         self.last_round = -1
 
@@ -308,7 +328,8 @@ class AdversarialAugment:
         harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, self.cues_only, seed=self.seed * 1_000_003 + index)
-        self.pool_images, self.pool_labels, self.cues, counts = harvest.images, harvest.labels, harvest.cues, harvest.counts
+        self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
+        self.cues, counts = harvest.cues, harvest.counts
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
                                      len(self.cues), {int(label): int(number) for label, number in
@@ -318,13 +339,9 @@ class AdversarialAugment:
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spread:
             images = self.cues.spread(images, self.spread)
-        if not len(self.pool_labels):
+        extra = max(1, int(round(self.mix_ratio * len(labels)))) if self.mix_ratio else 0  # 0: the spread alone
+        if not len(self.pool_labels) or not extra:
             return images, labels
-        extra = max(1, int(round(self.mix_ratio * len(labels))))
-        # Class-balanced draws: the pool is dominated by whichever class is easiest to fool, and training
-        # on that alone shifts the shortcut instead of removing it.
-        class_counts = torch.bincount(self.pool_labels)
-        weights = 1.0 / class_counts[self.pool_labels].float()
-        picked = torch.multinomial(weights, extra, replacement=True)
+        picked = torch.multinomial(pool_weights(self.pool_labels, self.pool_sources), extra, replacement=True)
         return (torch.cat([images, self.pool_images[picked].to(images.device)]),
                 torch.cat([labels, self.pool_labels[picked].to(labels.device)]))
