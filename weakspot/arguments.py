@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,16 +144,16 @@ def micro_batch_from_args(args: argparse.Namespace) -> int | str | None:
         raise WeakspotError(f"--micro-batch must be a positive integer or 'auto', got {value!r}") from None
 
 
-def dataset_from_args(args: argparse.Namespace, extra_groups: Sequence[str] = ()) -> ImageSet:
-    """Load ``--data`` (with ``extra_groups`` columns too) and report skipped files on stderr (the run goes
-    on without them); with ``--split``, only that split (``split_sets``)."""
+def dataset_from_args(args: argparse.Namespace) -> ImageSet:
+    """Load ``--data`` and report skipped files on stderr (the run goes on without them); with ``--split``,
+    only that split (``split_sets``)."""
     from weakspot.data import load_dataset
     from weakspot.shortcut import SPLIT_COLUMN, manifest_columns
 
     split = getattr(args, "split", None)
-    if split and SPLIT_COLUMN in manifest_columns(args.data):
-        extra_groups = [*extra_groups, SPLIT_COLUMN]
-    groups = list(dict.fromkeys([*args.groups, *extra_groups]))
+    groups = args.groups
+    if split and SPLIT_COLUMN in manifest_columns(args.data) and SPLIT_COLUMN not in groups:
+        groups = [*groups, SPLIT_COLUMN]
     seed = getattr(args, "seed", 0)
     imageset = load_dataset(args.data, size=args.size, label=args.label, groups=groups,
                             max_images=args.max_images, seed=seed)
