@@ -3,7 +3,8 @@ import torch
 
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
-from weakspot.augment.adversarial import ZONE_SHARE, AdversarialAugment, collect_adversarial, transplant_cues
+from weakspot.augment.adversarial import (ZONE_SHARE, AdversarialAugment, collect_adversarial, confirm_cue_classes,
+                                         transplant_cues)
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
@@ -281,3 +282,42 @@ def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):
     assert [entry.epoch for entry in loop.history] == [0.5, 1.5] and modes == [False, False]
     assert all(entry.attacked == 16 for entry in loop.history)
     assert classifier.net.training is False  # fit leaves the model in eval mode
+
+
+def test_dependence_test_passes_a_shared_cue_and_fails_a_region_that_is_not_one(button_data, button_model):
+    """The toy model reads the button alone: its cues pasted into class-0 images flip nearly all of them, a
+    control region does not. The same donors with their masks moved to the top-left corner (no button
+    there) lead their controls by nothing, so their class fails the gate."""
+    _, test, boxes = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    options = {"button": {"fills": ("median",)}}
+    bank = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
+                               cues_only=True).cues
+    assert len(bank) >= 2 and (bank.labels == 1).all()
+    lead = confirm_cue_classes(button_model, test.images, test.labels, bank, torch.Generator().manual_seed(0))
+    assert lead[1] >= 0.5
+    corner = torch.zeros_like(bank.masks)
+    corner[:, :6, :6] = True
+    assert int(boxes[boxes[:, 0] >= 0, :2].min()) >= 6  # no button reaches the corner (-1: no button)
+    moved = adversarial.CueBank(bank.images, corner, bank.labels, bank.fills)
+    lead = confirm_cue_classes(button_model, test.images, test.labels, moved, torch.Generator().manual_seed(0))
+    assert abs(lead[1]) < adversarial.DEFAULT_GATE
+
+
+@pytest.mark.parametrize("lead, keeps", [(0.0, False), (0.9, True)])
+def test_a_class_that_fails_the_gate_keeps_nothing_of_its_cues(button_data, button_model, monkeypatch, lead, keeps):
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    options = {"button": {"fills": ("median",)}}
+    ungated = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
+                                  cues_only=True, seed=3)
+    monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: {1: lead})
+    gated = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
+                                cues_only=True, gate=0.5, seed=3)
+    assert gated.gate_lead == {"button:1": lead}
+    if keeps:
+        assert gated.counts == ungated.counts and torch.equal(gated.images, ungated.images)
+        assert torch.equal(gated.cues.masks, ungated.cues.masks)
+    else:
+        assert ungated.counts["button"] >= 2
+        assert gated.counts == {"button-transplant": 0, "button": 0} and len(gated.cues) == 0

@@ -6,7 +6,7 @@ import torch
 from weakspot.attacks.base import AttackResult, Perturbation
 from weakspot.check import run_checks
 from weakspot.cli import main
-from weakspot.report import AttackRecords, BenchRecords, build_report, load_report
+from weakspot.report import AttackRecords, BenchRecords, attribute_groups, build_report, load_report
 from weakspot.errors import WeakspotError
 
 
@@ -37,6 +37,23 @@ def test_report_numbers_and_groups_from_records():
         {"group": {"gender": "f"}, "n": 2, "clean_error": 0.0, "robust_error": {"block": 0.5}},
         {"group": {"gender": "m"}, "n": 2, "clean_error": 0.5, "robust_error": {"block": 1.0}},
     ]
+
+
+def test_attribute_rows_equal_a_report_grouped_by_that_attribute_alone():
+    result = _result([True, False, True, False, True], [True, True, True, False, True], [0.1] * 5, [5] * 5)
+    groups = [{"gender": "f", "race": "a"}, {"gender": "f", "race": "b"}, {"gender": "m", "race": "a"},
+              {"gender": "m", "race": "a"}, {"gender": "m", "race": "b"}]
+    correct = [True, True, True, False, True]
+    joint = build_report("tiny", "set", BenchRecords(correct, groups, {"block": AttackRecords.from_result(result)}))
+    rows = attribute_groups(joint["groups"])
+    for attribute in ("gender", "race"):
+        alone = build_report("tiny", "set", BenchRecords(correct, [{attribute: g[attribute]} for g in groups],
+                                                         {"block": AttackRecords.from_result(result)}))
+        mine = [row for row in rows if attribute in row["group"]]
+        assert [(row["group"], row["n"]) for row in mine] == [(row["group"], row["n"]) for row in alone["groups"]]
+        for row, expected in zip(mine, alone["groups"]):
+            assert row["clean_error"] == pytest.approx(expected["clean_error"])
+            assert row["robust_error"]["block"] == pytest.approx(expected["robust_error"]["block"])
 
 
 def test_merged_shards_equal_one_pass():

@@ -168,13 +168,32 @@ def attacks_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def groups_table(report: dict[str, Any]) -> Table | None:
-    """Error rate per subgroup and attack; the worst group of each column is marked with '*'."""
-    groups = report["groups"]
+def attribute_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per value of each group attribute (race=black over all genders and ages), its errors the
+    n-weighted mean of the subgroups that hold it: with three attributes the intersections number dozens,
+    many of a handful of images, and the per-attribute rows are what the studies tabulate."""
+    members: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for group in groups:
+        for attribute, value in group["group"].items():
+            members.setdefault((attribute, value), []).append(group)
+    rows = []
+    for (attribute, value), held in sorted(members.items()):
+        n = sum(group["n"] for group in held)
+        rows.append({"group": {attribute: value}, "n": n,
+                     "clean_error": sum(group["clean_error"] * group["n"] for group in held) / n,
+                     "robust_error": {name: sum(group["robust_error"][name] * group["n"] for group in held) / n
+                                      for name in held[0]["robust_error"]}})
+    return rows
+
+
+def groups_table(report: dict[str, Any], per_attribute: bool = False) -> Table | None:
+    """Error rate per subgroup and attack (``per_attribute``: per value of each attribute, see
+    ``attribute_groups``); the worst group of each column is marked with '*'."""
+    groups = attribute_groups(report["groups"]) if per_attribute else report["groups"]
     if not groups:
         return None
     attack_names = [attack["name"] for attack in report["attacks"]]
-    table = Table(title="error rate per group (* = worst group)")
+    table = Table(title=f"error rate per {'attribute value' if per_attribute else 'group'} (* = worst)")
     table.add_column("group")
     table.add_column("n", justify="right")
     table.add_column("clean", justify="right")

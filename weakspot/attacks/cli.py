@@ -58,6 +58,8 @@ def print_report(report: dict[str, Any]) -> None:
     table = groups_table(report)
     if table is not None:
         console.print(table)
+    if report["groups"] and len(report["groups"][0]["group"]) > 1:
+        console.print(groups_table(report, per_attribute=True))
 
 
 def run(args: argparse.Namespace) -> int:

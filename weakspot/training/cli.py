@@ -52,8 +52,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_SPREAD,
-                                              DEFAULT_WARMUP)
+    from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_GATE,
+                                              DEFAULT_SPREAD, DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, positive_int
 
@@ -96,7 +96,24 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
                              "round pasted or its class's cue zone erased (a coin flip, blind to the label; default "
                              f"{DEFAULT_SPREAD}, 0 with --no-transplant); no queries")
+    parser.add_argument("--cue-gate", type=gate_value, default=DEFAULT_GATE,
+                        help="adversarial: keep a class's cues only when their transplants flip other-class images "
+                             "this much more often than a same-size region elsewhere (share; default "
+                             f"{DEFAULT_GATE}; 'off' keeps every confirmed cue)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
+
+
+def gate_value(text: str) -> float | None:
+    """``--cue-gate``: a lead in [-1, 1], or 'off'."""
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1] or 'off', got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1] or 'off', got {text!r}")
+    return value
 
 
 def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
@@ -119,7 +136,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "seed": args.seed}
+                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "seed": args.seed}
     return {}
 
 
