@@ -13,7 +13,8 @@ groups label x race; the split is then the seeded 70/15/15 of ``weakspot train``
 
 ``--combine`` prints, per method, the mean over the saved runs (one per ``--seed``: each seed draws its own
 subset, split and initialisation) of the worst-group accuracy, its gain over ERM in the same run, the
-clean-test accuracy and the training time ratio to ERM.
+clean-test accuracy and the training time ratio to ERM. Tables of the same ``--data`` and ``--seed`` are
+merged into one run (ERM run once, other methods saved later to their own ``--json``).
 
 The "jtt" row is not a run of its own: it is, per seed, whichever of jtt-l20 / jtt-l50 / jtt-l100 has the
 best worst-group accuracy on the VALIDATION split (label x cue groups: group labels on validation, as the
@@ -159,7 +160,12 @@ def print_table(rows: list[dict]) -> None:
 def print_combined(paths: list[str]) -> None:
     """Mean over runs (seeds) per method: worst group, gain over the same run's ERM, test and clean test
     accuracy, time x ERM."""
-    runs = [{row["method"]: row for row in json.loads(Path(path).read_text())["methods"]} for path in paths]
+    runs_by_key: dict[tuple[str, int], dict[str, dict]] = {}
+    for path in paths:  # tables of one data folder and seed are one run: ERM saved once, methods added later
+        table = json.loads(Path(path).read_text())
+        runs_by_key.setdefault((str(Path(table["data"]).resolve()), table["seed"]), {}).update(
+            {row["method"]: row for row in table["methods"]})
+    runs = list(runs_by_key.values())
     table = Table(title=f"Planted-shortcut benchmark, mean over {len(runs)} runs (seeds)")
     for column in ("method", "runs", "worst group", "per run", "gain over ERM", "test acc", "clean-test acc", "train x ERM"):
         table.add_column(column, justify="left" if column == "method" else "right")

@@ -97,3 +97,30 @@ def test_group_accuracy_reports_label_by_cue_and_the_worst_group():
     assert accuracy == {("f", "button"): (1, 0.0), ("f", "none"): (1, 1.0), ("m", "button"): (2, 1.0), ("m", "none"): (2, 0.5)}
     assert report["accuracy"] == pytest.approx(4 / 6)
     assert report["worst_group"] == {"gender": "f", "cue": "button"} and report["worst_group_accuracy"] == 0.0
+
+
+def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
+    """ERM saved by one run and the loop by a later one (same --data and --seed) count as one run."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "shortcut_benchmark.py"
+    spec = importlib.util.spec_from_file_location("shortcut_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+
+    def row(method, worst, seconds):
+        return {"method": method, "worst_group_accuracy": worst, "test_accuracy": 0.8, "clean_test_accuracy": 0.8,
+                "train_seconds": seconds}
+
+    tables = {"erm0.json": (0, [row("erm", 0.4, 100)]), "loop0.json": (0, [row("adversarial", 0.7, 200)]),
+              "both1.json": (1, [row("erm", 0.5, 100), row("adversarial", 0.6, 300)])}
+    for name, (seed, rows) in tables.items():
+        (tmp_path / name).write_text(json.dumps({"data": str(tmp_path / "data"), "seed": seed, "methods": rows}))
+    benchmark.print_combined([str(tmp_path / name) for name in tables])
+    out = capsys.readouterr().out
+    assert "mean over 2 runs" in out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert "65.0%" in lines["adversarial"] and "+20.0 points" in lines["adversarial"] and "2.50" in lines["adversarial"]
+    assert "45.0%" in lines["erm"]
