@@ -14,7 +14,8 @@ groups label x race; the split is then the seeded 70/15/15 of ``weakspot train``
 ``--combine`` prints, per method, the mean over the saved runs (one per ``--seed``: each seed draws its own
 subset, split and initialisation) of the worst-group accuracy, its gain over ERM in the same run, the
 clean-test accuracy and the training time ratio to ERM. Tables of the same ``--data`` and ``--seed`` are
-merged into one run (ERM run once, other methods saved later to their own ``--json``).
+merged into one run (ERM run once, other methods saved later to their own ``--json``); a method in several
+of them keeps the row of the last one given.
 
 The "jtt" row is not a run of its own: it is, per seed, whichever of jtt-l20 / jtt-l50 / jtt-l100 has the
 best worst-group accuracy on the VALIDATION split (label x cue groups: group labels on validation, as the
