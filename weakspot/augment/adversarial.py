@@ -10,8 +10,8 @@ With ``cues_only`` (the default) a box attack's removal is kept only when its tr
 the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
 A class's cues are kept only when they pass a dependence test (``confirm_cue_classes``, ``gate``): pasted
 into other images they must flip them more often than a same-size region elsewhere, so a round on a model
-that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with ``spread`` every batch's clean images also get them, at no query
-cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
+that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with
+``spread`` every batch's clean images also get them, at no query cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs; both may be fractional, a
@@ -62,9 +62,9 @@ DEFAULT_WARMUP = 0.5  # epochs: the shortcut is learnt in the first epoch, at th
 # classified images of another class, they flip them more often than a same-size region of the same donors at
 # a random place does, by at least ``DEFAULT_GATE`` (share of recipients). A cue that fools one recipient may
 # be real evidence of its class (a lock of long hair); a shortcut is the same thing in many images and fools
-# most recipients. Calibrated on seeds 0-1 of the planted benchmark (docs/results.md): with ERM's final model,
-# 8 transplants per cue, the buttoned males' cues led their controls by 0.31 (median), the cues found with no
-# planted cue (--rate 0.5) by 0.03-0.09 per class.
+# most recipients. Calibrated on seed 0 of the planted benchmark only (scripts/cue_gate_probe.py with ERM's
+# final models, 300 training images; docs/results.md): the buttoned males' cues led their controls by 0.32,
+# the sticker's by 0.61 and 0.25, the cues found with no planted cue (--rate 0.5) by 0.08 and 0.03.
 GATE_RECIPIENTS = 8
 DEFAULT_GATE = 0.15
 
