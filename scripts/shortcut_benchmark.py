@@ -52,6 +52,9 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
                                     "--adv-warmup", "0.5", "--rounds", "2"]),
+    # one round at 1.5 epochs: the round at 0.5 epochs confirmed no cue on the button and sticker runs
+    ("adversarial-r1", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                       "--spread", "1.0", "--adv-warmup", "1.5", "--rounds", "1"]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
