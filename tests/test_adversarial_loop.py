@@ -6,9 +6,11 @@ from weakspot.augment import adversarial
 from weakspot.augment.adversarial import (ZONE_SHARE, AdversarialAugment, collect_adversarial, confirm_cue_classes,
                                          transplant_cues)
 from weakspot.augment.baselines import create_method
+from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
 from weakspot.models import load_model
+from weakspot.shortcut import make_shortcut_dataset
 from weakspot.training.loop import TrainConfig, fit
 
 
@@ -321,3 +323,27 @@ def test_a_class_that_fails_the_gate_keeps_nothing_of_its_cues(button_data, butt
     else:
         assert ungated.counts["button"] >= 2
         assert gated.counts == {"button-transplant": 0, "button": 0} and len(gated.cues) == 0
+
+
+def test_restart_runs_one_round_on_the_identification_model_then_retrains_from_the_initial_weights():
+    data, _ = make_shortcut_dataset(64, 32, cue_rate=0.9, signal=0.5, seed=5)
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=1)
+    torch.manual_seed(0)
+    model = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    initial = {key: value.clone() for key, value in model.model.state_dict().items()}
+    method = create_method("adversarial", images=data.images, labels=data.labels, attacks=("crop",), budget=4,
+                           fraction=0.5, transplant=False, attack_options={}, restart=1)
+    assert isinstance(method, AdversarialRestart) and method.loop.rounds == 1
+    result = method.fit(model, data.images, data.labels, config)
+    assert [entry["stage"] for entry in result.history] == ["identification", "retrain", "retrain"]
+    assert [entry.epoch for entry in method.loop.history] == [1.0]  # one round, between the stages
+    assert len(method.loop.pool_labels) > 0
+
+    reference = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    reference.model.load_state_dict(initial)
+    fit(reference, data.images, data.labels, config, transform=method.loop)  # the round's pool, no new round
+    assert len(method.loop.history) == 1
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, model.model.state_dict()[key]), key
+    with pytest.raises(WeakspotError, match="restart"):
+        AdversarialRestart(AdversarialAugment(data.images, data.labels), identification_epochs=1)  # rounds: None

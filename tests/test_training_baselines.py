@@ -111,6 +111,11 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     results = json.loads((tmp_path / "adv" / "results.json").read_text())
     assert results["method"] == "adversarial" and results["epochs_run"] == 1
     assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [0]
+    assert main([*adversarial[:-2], "--adv-restart", "1", "--out", str(tmp_path / "restart")]) == 0
+    results = json.loads((tmp_path / "restart" / "results.json").read_text())
+    assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [1.0]
+    assert [entry["stage"] for entry in results["history"]] == ["identification", "retrain"]
+    assert results["method_details"] == {"identification_epochs": 1}
     capsys.readouterr()
     assert main([*adversarial[:-2], "--attacks", "nosuch", "--out", str(tmp_path / "adv2")]) == 2
     assert "nosuch" in capsys.readouterr().err

@@ -382,8 +382,12 @@ class AdversarialAugment:
     def start_step(self, progress: float, classifier: Classifier) -> None:
         """Attack a fresh sample of the training images with the current model when a round is due."""
         index = self.due_round(progress)
-        if index is None:
-            return
+        if index is not None:
+            self.run_round(classifier, index, progress)
+
+    def run_round(self, classifier: Classifier, index: int, progress: float) -> None:
+        """Round ``index``: attack its seeded sample of the training images with ``classifier``; the pool and
+        the cue bank become what it kept."""
         self.last_round = index
         started = time.perf_counter()
         hits_before = self.guidance_cache.hits if self.guidance_cache else 0

@@ -16,7 +16,8 @@ fooled the model with its true label) has two ways in: give the transform a ``st
 classifier)`` method, which ``fit`` calls before every step with the epochs done so far (model in eval
 mode; after a resume too), to refresh its pool, and let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
 / ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial" is
-``weakspot.augment.adversarial.AdversarialAugment`` (the first way). The published methods that train in
+``weakspot.augment.adversarial.AdversarialAugment`` (the first way), or with ``restart`` the staged
+``weakspot.augment.restart.AdversarialRestart``. The published methods that train in
 stages, MaskTune and JTT, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
 their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``).
 """
@@ -32,7 +33,7 @@ import albumentations as A
 import torch
 import torch.nn.functional as F
 
-from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.augment.restart import adversarial_method
 from weakspot.augment.jtt import Jtt
 from weakspot.augment.masktune import MaskTune
 from weakspot.augment.staged import StagedMethod
@@ -131,7 +132,7 @@ METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "cutout": Cutout,
     "worstofk": WorstOfK,
     "pgd": PgdTraining,
-    "adversarial": AdversarialAugment,  # needs images= and labels= (the training set it attacks)
+    "adversarial": adversarial_method,  # needs images= and labels= (the training set it attacks)
     "masktune": MaskTune,
     "jtt": Jtt,
 }

@@ -17,7 +17,7 @@ import torch
 
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
-from weakspot.training.loop import LAST_CHECKPOINT, FitResult, TrainConfig, fit
+from weakspot.training.loop import LAST_CHECKPOINT, BatchTransform, FitResult, TrainConfig, fit
 
 
 class StagedMethod(Protocol):
@@ -50,12 +50,13 @@ class StageRunner:
         return self.out if stage == self.stages[-1] else self.out / stage
 
     def run(self, stage: str, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
-            config: TrainConfig, sample_weights: torch.Tensor | None = None) -> FitResult:
+            config: TrainConfig, sample_weights: torch.Tensor | None = None,
+            transform: BatchTransform | None = None) -> FitResult:
         folder = self.folder(stage)
         resume = self.resume and folder is not None and (folder / LAST_CHECKPOINT).is_file()
         result = fit(classifier, images, labels, config, self.val_images, self.val_labels, out_dir=folder,
                      resume=resume, progress=self.progress, meta={**(self.meta or {}), "stage": stage},
-                     sample_weights=sample_weights)
+                     sample_weights=sample_weights, transform=transform)
         self.history += [{"stage": stage, **entry} for entry in result.history]
         return result
 

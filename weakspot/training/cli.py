@@ -96,6 +96,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
                              "round pasted or its class's cue zone erased (a coin flip, blind to the label; default "
                              f"{DEFAULT_SPREAD}, 0 with --no-transplant); no queries")
+    parser.add_argument("--adv-restart", type=positive_int, default=None, metavar="EPOCHS",
+                        help="adversarial: train ERM for EPOCHS, run one round on that model, then train from the "
+                             "initial weights with what it kept (JTT's restart; --adv-warmup, --refresh and "
+                             "--rounds then do not apply)")
     parser.add_argument("--cue-gate", type=gate_value, default=DEFAULT_GATE,
                         help="adversarial: keep a class's cues only when their transplants flip other-class images "
                              "this much more often than a same-size region elsewhere (share; default "
@@ -136,7 +140,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "seed": args.seed}
+                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "seed": args.seed,
+                "restart": args.adv_restart}
     return {}
 
 
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
     from weakspot.augment.adversarial import AdversarialAugment
+    from weakspot.augment.restart import AdversarialRestart
     from weakspot.augment.baselines import create_method
     from weakspot.arguments import micro_batch_from_args
     from weakspot.distributed import finish_distributed, init_distributed
@@ -208,8 +214,9 @@ def run(args: argparse.Namespace, method: str) -> int:
                                 class_names=train.class_names, device=device, micro_batch=micro_batch_from_args(args))
         if classifier.class_names != train.class_names:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
-        if isinstance(transform, AdversarialAugment):
-            transform.check(classifier)
+        loop = transform.loop if isinstance(transform, AdversarialRestart) else transform
+        if isinstance(loop, AdversarialAugment):
+            loop.check(classifier)
         val = splits.get("val")
         started = time.perf_counter()
         run_meta = {"method": method, "data": str(args.data), "label": label_name}
@@ -230,8 +237,8 @@ def run(args: argparse.Namespace, method: str) -> int:
             "epochs_run": len(result.history), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
             "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
             "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
-        if isinstance(transform, AdversarialAugment):
-            results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in transform.history]
+        if isinstance(loop, AdversarialAugment):
+            results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in loop.history]
         if hasattr(transform, "details"):
             results["method_details"] = transform.details
         if val is not None:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
