@@ -55,6 +55,9 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # one round at 1.5 epochs: the round at 0.5 epochs confirmed no cue on the button and sticker runs
     ("adversarial-r1", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                        "--spread", "1.0", "--adv-warmup", "1.5", "--rounds", "1"]),
+    # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
+    ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                            "--spread", "1.0", "--adv-restart", "2"]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
