@@ -88,6 +88,8 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
         AdversarialAugment(images, labels, refresh=0)
     with pytest.raises(WeakspotError, match="rounds >= 1"):
         AdversarialAugment(test.images[:4], test.labels[:4], rounds=0)
+    with pytest.raises(WeakspotError, match="gate in"):
+        AdversarialAugment(test.images[:4], test.labels[:4], gate=1.5)
 
 
 def test_attack_options_reach_the_attacks(button_data, button_model):

@@ -141,6 +141,11 @@ class CueBank:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def select(self, keep: torch.Tensor) -> CueBank:
+        """The cues where the boolean ``keep`` is set."""
+        return CueBank(self.images[keep], self.masks[keep], self.labels[keep],
+                       tuple(fill for fill, kept in zip(self.fills, keep.tolist()) if kept))
+
     def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
         """The cue zone (``ZONE_SHARE``) of each label's class, (len(cue_labels), H, W)."""
         return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
@@ -287,8 +292,7 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
                 confirmed = torch.tensor([label for label, value in lead.items() if value >= gate], dtype=torch.long)
                 keep = torch.isin(bank.labels, confirmed)
                 grafted, grafted_labels = grafted[keep], grafted_labels[keep]
-                bank = CueBank(bank.images[keep], bank.masks[keep], bank.labels[keep],
-                               tuple(fill for fill, kept in zip(bank.fills, keep.tolist()) if kept))
+                bank = bank.select(keep)
                 fooled = fooled & torch.isin(labels, confirmed)
             kept_images.append(grafted)
             kept_labels.append(grafted_labels)
@@ -341,9 +345,11 @@ class AdversarialAugment:
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
             spread = DEFAULT_SPREAD if transplant else 0.0
         if (not 0.0 < fraction <= 1.0 or mix_ratio < 0.0 or budget < 1 or warmup_epochs < 0 or refresh <= 0
-                or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0):
+                or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0
+                or (gate is not None and not -1.0 <= gate <= 1.0)):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio >= 0, budget >= 1, "
-                                "warm-up >= 0, refresh > 0, rounds >= 1 and spread in [0, 1] are required")
+                                "warm-up >= 0, refresh > 0, rounds >= 1, spread in [0, 1] and a gate in [-1, 1] "
+                                "are required")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
