@@ -68,3 +68,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def retraining_case():
+    """Planted data, a 2-epoch config, a seeded untrained model and a copy of its initial weights: what the
+    methods that retrain from the initial weights (JTT, the loop with restart) are checked against."""
+    data, _ = make_shortcut_dataset(96, 32, cue_rate=0.9, signal=0.5, seed=5)
+    torch.manual_seed(0)
+    model = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    initial = {key: value.clone() for key, value in model.model.state_dict().items()}
+    return data, TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=1), model, initial

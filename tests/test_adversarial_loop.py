@@ -10,7 +10,6 @@ from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
 from weakspot.models import load_model
-from weakspot.shortcut import make_shortcut_dataset
 from weakspot.training.loop import TrainConfig, fit
 
 
@@ -327,12 +326,9 @@ def test_a_class_that_fails_the_gate_keeps_nothing_of_its_cues(button_data, butt
         assert gated.counts == {"button-transplant": 0, "button": 0} and len(gated.cues) == 0
 
 
-def test_restart_runs_one_round_on_the_identification_model_then_retrains_from_the_initial_weights():
-    data, _ = make_shortcut_dataset(64, 32, cue_rate=0.9, signal=0.5, seed=5)
-    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=1)
-    torch.manual_seed(0)
-    model = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
-    initial = {key: value.clone() for key, value in model.model.state_dict().items()}
+def test_restart_runs_one_round_on_the_identification_model_then_retrains_from_the_initial_weights(
+        retraining_case):
+    data, config, model, initial = retraining_case
     method = create_method("adversarial", images=data.images, labels=data.labels, attacks=("crop",), budget=4,
                            fraction=0.5, transplant=False, attack_options={}, restart=1)
     assert isinstance(method, AdversarialRestart) and method.loop.rounds == 1

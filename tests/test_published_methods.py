@@ -63,12 +63,8 @@ def test_sample_weights_draw_the_upweighted_images_in_proportion():
         fit(classifier, torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), config, sample_weights=torch.zeros(4))
 
 
-def test_jtt_retrains_from_the_initial_weights_with_its_error_set_upweighted():
-    data, _ = make_shortcut_dataset(96, 32, cue_rate=0.9, signal=0.5, seed=5)
-    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=1)
-    torch.manual_seed(0)
-    jtt_model = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
-    initial = {key: value.clone() for key, value in jtt_model.model.state_dict().items()}
+def test_jtt_retrains_from_the_initial_weights_with_its_error_set_upweighted(retraining_case):
+    data, config, jtt_model, initial = retraining_case
     method = Jtt(upweight=20.0, identification_epochs=1)
     result = method.fit(jtt_model, data.images, data.labels, config)
     assert [entry["stage"] for entry in result.history] == ["identification", "retrain", "retrain"]

@@ -24,21 +24,19 @@ keeps, per seed, the one with the best validation worst group; the validation sp
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from weakspot.augment.staged import StageRunner
+from weakspot.augment.staged import Retraining, StageRunner, identification_config
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier, load_checkpoint
-from weakspot.training.loop import FitResult, TrainConfig
+from weakspot.training.loop import BatchTransform, TrainConfig
 
 
 @dataclass
-class Jtt:
+class Jtt(Retraining):
     """``weakspot finetune --method jtt``: identification ERM for ``identification_epochs``, then a retrain
     from the initial weights with the error set upweighted ``upweight`` times."""
 
@@ -51,26 +49,23 @@ class Jtt:
         if self.upweight < 1 or (self.identification_epochs is not None and self.identification_epochs < 1):
             raise WeakspotError("jtt: the upweight must be >= 1 and the identification epochs >= 1")
 
-    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None) -> FitResult:
-        initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
-        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
-        epochs = self.identification_epochs or config.epochs
+    def identify(self, stages: StageRunner, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                 config: TrainConfig) -> Classifier:
         if self.identification is None:
-            stages.run("identification", classifier, images, labels,
-                       dataclasses.replace(config, epochs=epochs, keep="last", patience=None))
-            identifier = classifier
-        else:
-            identifier = load_checkpoint(self.identification, device=classifier.device)
-            if identifier.class_names != classifier.class_names:
-                raise WeakspotError(f"{self.identification}: classes {identifier.class_names}, the data's are "
-                                    f"{classifier.class_names}")
+            epochs = self.identification_epochs or config.epochs
+            self.details = {"identification": f"{epochs} epochs"}
+            stages.run("identification", classifier, images, labels, identification_config(config, epochs))
+            return classifier
+        self.details = {"identification": self.identification}
+        identifier = load_checkpoint(self.identification, device=classifier.device)
+        if identifier.class_names != classifier.class_names:
+            raise WeakspotError(f"{self.identification}: classes {identifier.class_names}, the data's are "
+                                f"{classifier.class_names}")
+        return identifier
+
+    def retrain_inputs(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         predicted, _ = identifier.predict(images)
         errors = predicted != labels.cpu()
-        self.details = {"error_set": int(errors.sum()), "train_images": len(labels), "upweight": self.upweight,
-                        "identification": self.identification or f"{epochs} epochs"}
-        classifier.model.load_state_dict(initial)
-        weights = torch.where(errors, self.upweight, 1.0)
-        return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=weights))
+        self.details.update(error_set=int(errors.sum()), train_images=len(labels), upweight=self.upweight)
+        return torch.where(errors, self.upweight, 1.0), None

@@ -13,22 +13,20 @@ Cost: the identification epochs and one round on top of ERM's epochs.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from weakspot.augment.adversarial import AdversarialAugment
-from weakspot.augment.staged import StageRunner
+from weakspot.augment.staged import Retraining, StageRunner, identification_config
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
-from weakspot.training.loop import FitResult, TrainConfig
+from weakspot.training.loop import BatchTransform, TrainConfig
 
 
 @dataclass
-class AdversarialRestart:
+class AdversarialRestart(Retraining):
     """``weakspot finetune --method adversarial --adv-restart N``: identification ERM for N epochs, one loop
     round on it, then training from the initial weights with what the round kept. ``loop`` must run at most
     one round (``rounds=1``): the round runs between the stages, none during the retraining."""
@@ -41,19 +39,18 @@ class AdversarialRestart:
         if self.identification_epochs < 1 or self.loop.rounds != 1:
             raise WeakspotError("adversarial restart: identification epochs >= 1 and one round are required")
 
-    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None) -> FitResult:
-        initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
-        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
+    def identify(self, stages: StageRunner, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                 config: TrainConfig) -> Classifier:
         stages.run("identification", classifier, images, labels,
-                   dataclasses.replace(config, epochs=self.identification_epochs, keep="last", patience=None))
+                   identification_config(config, self.identification_epochs))
+        return classifier
+
+    def retrain_inputs(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         # seeded by (seed, round 0) and run on the finished identification model: a resumed run rebuilds it
-        self.loop.run_round(classifier, 0, float(self.identification_epochs))
+        self.loop.run_round(identifier, 0, float(self.identification_epochs))
         self.details = {"identification_epochs": self.identification_epochs}
-        classifier.model.load_state_dict(initial)
-        return stages.result(stages.run("retrain", classifier, images, labels, config, transform=self.loop))
+        return None, self.loop
 
 
 def adversarial_method(restart: int | None = None, **loop_params: Any) -> AdversarialAugment | AdversarialRestart:

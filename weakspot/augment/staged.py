@@ -1,4 +1,5 @@
-"""Methods that train in stages (MaskTune, JTT): the contract and the one stage runner they share.
+"""Methods that train in stages (MaskTune, JTT, the loop with restart): the contract, the one stage runner
+they share, and the identify-then-retrain shape of JTT and the restarted loop (``Retraining``).
 
 A staged method is an object with ``fit(classifier, images, labels, config, val_images, val_labels, out_dir,
 resume, progress, meta) -> FitResult`` that calls ``weakspot.training.fit`` more than once (ERM first, then
@@ -9,6 +10,7 @@ whichever stage was cut short: a finished stage resumes to zero epochs and gives
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,3 +66,37 @@ class StageRunner:
         """The last stage's result with every stage's history."""
         return FitResult(history=self.history, best_epoch=last.best_epoch, best_val_accuracy=last.best_val_accuracy,
                          stopped_early=last.stopped_early, out_dir=last.out_dir, kept_epoch=last.kept_epoch)
+
+
+class Retraining:
+    """A method that learns from an identification model, then trains again from the initial weights (JTT:
+    the identification model's errors upweighted; the loop with restart: its round's pool and cues in the
+    stream). Subclasses give ``identify`` (the model to learn from, usually after the "identification"
+    stage) and ``retrain_inputs`` (what the retraining gets from it: sample weights, a batch transform)."""
+
+    details: dict[str, Any]
+
+    def identify(self, stages: StageRunner, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                 config: TrainConfig) -> Classifier:
+        raise NotImplementedError
+
+    def retrain_inputs(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
+        raise NotImplementedError
+
+    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
+            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
+            meta: dict[str, Any] | None = None) -> FitResult:
+        initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
+        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
+        sample_weights, transform = self.retrain_inputs(self.identify(stages, classifier, images, labels, config),
+                                                        images, labels)
+        classifier.model.load_state_dict(initial)
+        return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=sample_weights,
+                                        transform=transform))
+
+
+def identification_config(config: TrainConfig, epochs: int) -> TrainConfig:
+    """The identification stage's training: ``epochs`` on the run's own schedule, the last epoch kept."""
+    return dataclasses.replace(config, epochs=epochs, keep="last", patience=None)
