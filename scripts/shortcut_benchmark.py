@@ -52,9 +52,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
                                     "--adv-warmup", "0.5", "--rounds", "2"]),
-    # one round at 1.5 epochs: the round at 0.5 epochs confirmed no cue on the button and sticker runs
-    ("adversarial-r1", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                       "--spread", "1.0", "--adv-warmup", "1.5", "--rounds", "1"]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                             "--spread", "1.0", "--adv-restart", "2"]),
