@@ -170,7 +170,7 @@ def print_combined(paths: list[str]) -> None:
         runs_by_key.setdefault((str(Path(table["data"]).resolve()), table["seed"]), {}).update(
             {row["method"]: row for row in table["methods"]})
     runs = list(runs_by_key.values())
-    table = Table(title=f"Planted-shortcut benchmark, mean over {len(runs)} runs (seeds)")
+    table = Table(title=f"Mean over {len(runs)} runs (seeds) of {len(paths)} table(s)")
     for column in ("method", "runs", "worst group", "per run", "gain over ERM", "test acc", "clean-test acc", "train x ERM"):
         table.add_column(column, justify="left" if column == "method" else "right")
     methods = list(dict.fromkeys(name for run in runs for name in run))
