@@ -120,7 +120,7 @@ def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
         (tmp_path / name).write_text(json.dumps({"data": str(tmp_path / "data"), "seed": seed, "methods": rows}))
     benchmark.print_combined([str(tmp_path / name) for name in tables])
     out = capsys.readouterr().out
-    assert "mean over 2 runs" in out
+    assert "Mean over 2 runs (seeds) of 3 table(s)" in out
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
     assert "65.0%" in lines["adversarial"] and "+20.0 points" in lines["adversarial"] and "2.50" in lines["adversarial"]
     assert "45.0%" in lines["erm"]
