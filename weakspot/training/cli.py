@@ -182,8 +182,8 @@ def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
     from weakspot.augment.adversarial import AdversarialAugment
-    from weakspot.augment.restart import AdversarialRestart
     from weakspot.augment.baselines import create_method
+    from weakspot.augment.restart import AdversarialRestart
     from weakspot.arguments import micro_batch_from_args
     from weakspot.distributed import finish_distributed, init_distributed
     from weakspot.fileio import atomic_write_json
