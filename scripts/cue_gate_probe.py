@@ -8,6 +8,11 @@ same-size region of the same donor elsewhere).
 
 Run it on a model trained with a planted cue and on one trained without (``--rate 0.5``): the gate belongs
 between the two (README, "The adversarial augmentation loop").
+
+With ``--zones SHARE:GROWTH,...`` it also measures the cue zones the loop's spread would use
+(``cue_zone``): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
+their class once the zone is filled with ``median``, and the share of the other class's images without
+the cue that the zone pasted from a random confirmed donor flips.
 """
 
 from __future__ import annotations
@@ -17,9 +22,34 @@ import argparse
 import numpy as np
 import torch
 
-from weakspot.augment.adversarial import DEFAULT_ATTACKS, DEFAULT_BUDGET, collect_adversarial, confirm_cue_classes
+from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, CueBank, collect_adversarial,
+                                         confirm_cue_classes, cue_zone)
 from weakspot.data import load_dataset
-from weakspot.models import load_checkpoint
+from weakspot.fills import apply_masks, fill_images
+from weakspot.models import Classifier, load_checkpoint
+
+
+def print_zone_effects(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, cued: torch.Tensor,
+                       bank: CueBank, zones: list[tuple[float, float]], class_names: list[str]) -> None:
+    """Per class of the bank and zone (share, growth): erased, how many cue holders keep their class;
+    pasted, how many other-class images without the cue turn to it."""
+    generator = torch.Generator().manual_seed(3)
+    for label in bank.labels.unique().tolist():
+        holders, others = cued & (labels == label), ~cued & (labels != label)
+        donors = bank.images[bank.labels == label]
+        if not holders.any() or not others.any():
+            continue
+        for share, growth in zones:
+            zone = cue_zone(bank.masks[bank.labels == label], share, growth)
+            erased = apply_masks(images[holders], zone.expand(int(holders.sum()), -1, -1),
+                                 fill_images(images[holders], "median"))
+            sources = donors[torch.randint(len(donors), (int(others.sum()),), generator=generator)]
+            pasted = apply_masks(images[others], zone.expand(int(others.sum()), -1, -1), sources)
+            kept = float((classifier.predict(erased)[0].cpu() == label).float().mean())
+            flipped = float((classifier.predict(pasted)[0].cpu() == label).float().mean())
+            print(f"{class_names[label]} zone share {share} growth {growth}: {float(zone.float().mean()):.3f} of "
+                  f"the image; erased, {kept:.2f} of {int(holders.sum())} holders keep their class; pasted, "
+                  f"{flipped:.2f} of {int(others.sum())} others turn to it")
 
 
 def main() -> None:
@@ -31,11 +61,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="training images attacked (default 300)")
     parser.add_argument("--max-images", type=int, default=None, help="the subset the model was trained on")
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it draws the subset)")
+    parser.add_argument("--zones", default=None, metavar="SHARE:GROWTH,...",
+                        help="also measure these cue zones on the planted cue's holders (a `data shortcut` folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     classifier = load_checkpoint(args.checkpoint)
     imageset = load_dataset(args.data, size=args.size, label=args.label,
-                            groups=["split"], max_images=args.max_images, seed=args.seed)
+                            groups=["split", *(["cue"] if args.zones else [])], max_images=args.max_images,
+                            seed=args.seed)
     train = np.flatnonzero(np.array(imageset.groups["split"]) == "train")
     rows = torch.from_numpy(np.sort(np.random.default_rng(0).choice(train, size=min(args.images, len(train)),
                                                                     replace=False)))
@@ -47,6 +80,10 @@ def main() -> None:
     for index, name in enumerate(imageset.class_names):
         shown = f"{lead[index]:+.3f}" if index in lead else "-"
         print(f"{name}: {counts[index]} confirmed cues, lead {shown}")
+    if args.zones:
+        cued = torch.from_numpy(np.array(imageset.groups["cue"])[rows.numpy()] != "none")
+        zones = [(float(share), float(growth)) for share, growth in (item.split(":") for item in args.zones.split(","))]
+        print_zone_effects(classifier, images, labels, cued, harvest.cues, zones, imageset.class_names)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import torch
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
 from weakspot.augment.adversarial import (ZONE_SHARE, AdversarialAugment, collect_adversarial, confirm_cue_classes,
-                                         transplant_cues)
+                                         cue_zone, transplant_cues)
 from weakspot.augment.baselines import create_method
 from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
@@ -177,9 +177,9 @@ def test_cues_only_keeps_the_removals_whose_transplant_fooled(button_data, butto
 
 
 def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, button_model):
-    """Every image gets one confirmed cue (probability 1), whatever its class: pasted (the donor's pixels in
-    its region: the toy model then reads the button and says 1) or erased (the fill over the cue class's
-    zone: the model then says 0); nothing else changes."""
+    """Every image gets one confirmed cue (probability 1), whatever its class: its class's cue zone pasted
+    from the donor (the toy model then reads the button and says 1) or filled (the model then says 0);
+    nothing else changes."""
     _, test, _ = button_data
     images, labels = test.images[:16], test.labels[:16]
     harvest = collect_adversarial(button_model, images, labels, ("button",), 80, {"button": {"fills": ("median",)}},
@@ -194,11 +194,11 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     torch.rand(len(batch))  # the same draws: who gets a cue (everyone at 1.0), which cue, paste or erase
     picked = torch.multinomial(torch.ones(len(bank)), len(batch), replacement=True)  # one class: uniform
     erase = torch.rand(len(batch)) < 0.5
-    zone = bank.masks.float().mean(dim=0) >= ZONE_SHARE  # every cue is a class-1 button here
-    assert 0 < int(zone.sum()) <= int(bank.masks.sum(dim=(1, 2)).max())
+    zone = cue_zone(bank.masks)  # every cue is a class-1 button here
+    shared = bank.masks.float().mean(dim=0) >= ZONE_SHARE
+    assert zone[shared].all() and int(shared.sum()) < int(zone.sum()) < zone.numel() // 2  # grown, not the image
     sources = torch.where(erase[:, None, None, None], fill_images(batch, "median"), bank.images[picked])
-    masks = torch.where(erase[:, None, None], zone, bank.masks[picked])
-    assert torch.equal(spread, torch.where(masks[:, None], sources, batch))
+    assert torch.equal(spread, torch.where(zone, sources, batch))
     for edit, said in ((~erase, 1), (erase, 0)):
         assert len(set(batch_labels[edit].tolist())) == 2  # both classes get both edits
         # erased: the zone removes most buttons, although buttons move by up to 6% between images
@@ -223,10 +223,11 @@ def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(butt
     assert torch.bincount(harvest.sources, minlength=len(harvest.counts)).tolist() == list(harvest.counts.values())
     bank = harvest.cues
     # nine tenths of the bank relabelled class 0: draws must still come half from each class
-    bank = adversarial.CueBank(bank.images[:1].repeat(10, 1, 1, 1), bank.masks[:1].repeat(10, 1, 1),
-                               torch.tensor([0] * 9 + [1]), ("median",) * 10)
-    bank.masks[9] = False
-    bank.masks[9, :4, :4] = True  # the class-1 cue alone covers the top-left corner
+    masks = bank.masks[:1].repeat(10, 1, 1)
+    masks[9] = False
+    masks[9, :4, :4] = True  # the class-1 cue alone covers the top-left corner
+    bank = adversarial.CueBank(bank.images[:1].repeat(10, 1, 1, 1), masks, torch.tensor([0] * 9 + [1]),
+                               ("median",) * 10)
     batch = torch.zeros(4000, 3, 48, 48)
     torch.manual_seed(0)
     spread = bank.spread(batch, 1.0)

@@ -105,11 +105,24 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
     return box_masks(boxes, height, width)
 
 
-# A class's cue zone: the pixels that at least this share of its confirmed cues cover. One donor's box misses
-# most other images' cue (a planted button moves by up to 8 px between images): on 300 training images of the
-# planted benchmark's seed 0 with its ERM model, erasing a random donor's box removed the button of 27% of
-# the buttoned males, erasing the zone (4% of the image) 85-89% (throwaway probe, 2026-11-26).
-ZONE_SHARE = 0.25
+# A class's cue zone: the pixels that at least ZONE_SHARE of its confirmed cues cover, grown by ZONE_GROWTH of
+# the image side. One donor's box misses most other images' cue (a planted button moves by up to 8 px between
+# images): on 300 training images of the planted benchmark's seed 0 with its ERM model, erasing a random
+# donor's box removed the button of 27% of the buttoned males, erasing the zone (4% of the image) 85-89%
+# (throwaway probe, 2026-11-26). The growth: the confirmed boxes are squares that each cover part of a cue, so
+# the shared pixels alone left a long cue standing (scripts/cue_zone_probe.py; docs/results.md).
+ZONE_SHARE = 0.05
+ZONE_GROWTH = 0.04
+
+
+def cue_zone(masks: torch.Tensor, share: float | None = None, growth: float | None = None) -> torch.Tensor:
+    """The zone of one class's cue masks (n, H, W): the pixels ``share`` of them cover (default
+    ``ZONE_SHARE``), grown by ``growth`` of the image side (default ``ZONE_GROWTH``)."""
+    share = ZONE_SHARE if share is None else share
+    growth = ZONE_GROWTH if growth is None else growth
+    shared = (masks.float().mean(dim=0) >= share).float()
+    reach = int(round(growth * max(masks.shape[-2:])))
+    return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
 
 
 @dataclass
@@ -125,8 +138,7 @@ class CueBank:
 
     def __post_init__(self) -> None:
         # once per bank (a round), not per batch: the zones depend on the bank alone
-        self.zone_of = {int(label): self.masks[self.labels == label].float().mean(dim=0) >= ZONE_SHARE
-                        for label in self.labels.unique()}
+        self.zone_of = {int(label): cue_zone(self.masks[self.labels == label]) for label in self.labels.unique()}
 
     @classmethod
     def empty(cls, images: torch.Tensor) -> CueBank:
@@ -167,8 +179,7 @@ class CueBank:
         erase = torch.rand(len(chosen)) < 0.5
         targets = images[chosen]
         sources = self.images[picked].to(images.device)
-        masks = self.masks[picked].clone()
-        masks[erase] = self.zones(self.labels[picked][erase])
+        masks = self.zones(self.labels[picked])
         for fill in set(self.fills):
             of_fill = erase & torch.tensor([self.fills[index] == fill for index in picked.tolist()])
             if of_fill.any():
