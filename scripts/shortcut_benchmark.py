@@ -50,8 +50,11 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
-                                    "--adv-warmup", "0.5", "--rounds", "2"]),
+    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0",
+                                    "--adv-warmup", "1.5", "--rounds", "1"]),
+    # the default before 2026-12-03 (fourth session): rounds at 0.5 and 1.5 epochs on a quarter of the images
+    ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
+                                               "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2"]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                             "--spread", "1.0", "--adv-restart", "2"]),

@@ -31,8 +31,8 @@ def test_rounds_attack_after_warmup_and_keep_fooling_images_with_true_labels(but
     torch.manual_seed(0)
     mixed, mixed_labels = loop(images[:8], labels[:8], button_model)
     assert mixed.shape[0] == 12 and torch.equal(mixed[:8], images[:8])
-    again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, attack_options={},
-                               seed=0)
+    again = AdversarialAugment(images, labels, attacks=("superpixel",), fraction=1.0, budget=80, warmup_epochs=1,
+                               attack_options={}, seed=0)
     again.start_step(1, button_model)
     assert torch.equal(again.pool_images, loop.pool_images)  # a resumed run rebuilds the same pool
 
@@ -77,7 +77,7 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
 
     images, labels = test.images[:4], test.labels[:4]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1, refresh=2, rounds=2), 4, 8) == [1, 3]
-    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [0.5, 1.5, 2.5, 3.5]  # the defaults
+    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [1.5, 2.5, 3.5]  # the defaults
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1), 4, 4) == [1, 2, 3]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.5, rounds=2), 4, 3) == [0.5, 1.5]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.4, refresh=0.8), 3, 2) == [2 / 3, 4 / 3]
