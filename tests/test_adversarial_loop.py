@@ -77,11 +77,18 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
 
     images, labels = test.images[:4], test.labels[:4]
     assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1, refresh=2, rounds=2), 4, 8) == [1, 3]
-    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [1.5, 2.5, 3.5]  # the defaults
-    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1), 4, 4) == [1, 2, 3]
-    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.5, rounds=2), 4, 3) == [0.5, 1.5]
-    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.4, refresh=0.8), 3, 2) == [2 / 3, 4 / 3]
-    resumed = AdversarialAugment(images, labels, warmup_epochs=0.5)
+    assert rounds_run(AdversarialAugment(images, labels), 4, 4) == [1.5]  # the defaults
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=1, refresh=1, rounds=None), 4, 4) == [1, 2, 3]
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.5, refresh=1, rounds=2), 4, 3) == [0.5, 1.5]
+    assert rounds_run(AdversarialAugment(images, labels, warmup_epochs=0.4, refresh=0.8, rounds=None), 3, 2) == [2 / 3,
+                                                                                                            4 / 3]
+    retried = AdversarialAugment(images, labels, warmup_epochs=1, refresh=1, rounds=1)
+    assert retried.due_round(1) == 0
+    retried.last_round = 0
+    assert retried.due_round(2) is None
+    retried.empty_rounds = 1  # round 0 kept nothing: it does not count
+    assert retried.due_round(1.5) is None and retried.due_round(2) == 1
+    resumed = AdversarialAugment(images, labels, warmup_epochs=0.5, refresh=1, rounds=None)
     assert resumed.due_round(2.0) == 1 and resumed.due_round(2.0) == 1  # resumed at epoch 2: round 1 again
     with pytest.raises(WeakspotError, match="refresh > 0"):
         AdversarialAugment(images, labels, refresh=0)
@@ -103,7 +110,7 @@ def test_cached_explanations_are_reused_by_later_rounds(button_data, button_mode
     _, test, _ = button_data
     images, labels = test.images[:12], test.labels[:12]
     loop = AdversarialAugment(images, labels, attacks=("superpixel", "flip"), fraction=1.0, budget=80,
-                              warmup_epochs=0, attack_options={}, cache_explanations=True)
+                              warmup_epochs=0, refresh=1, rounds=None, attack_options={}, cache_explanations=True)
     loop.start_step(0, button_model)
     before = button_model.images_evaluated
     loop.start_step(1, button_model)  # same model, same images: every explanation comes from the cache
@@ -249,6 +256,11 @@ def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_m
     state = torch.get_rng_state()
     loop.start_step(0, button_model)
     assert len(loop.history) == 1 and torch.equal(torch.get_rng_state(), state)
+    assert loop.empty_rounds == 0 and len(loop.pool_labels)
+    strict = AdversarialAugment(test.images[:16], test.labels[:16], fraction=1.0, budget=80, warmup_epochs=0,
+                                rounds=1, attack_options={"button": {"fills": ("median",)}}, gate=1.0, seed=0)
+    strict.start_step(0, button_model)
+    assert len(strict.pool_labels) == 0 and strict.empty_rounds == 1 and strict.due_round(1) == 1  # retried
 
 
 def test_a_loop_that_keeps_nothing_trains_exactly_as_erm(button_data):
@@ -280,7 +292,7 @@ def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):
                 modes.append(classifier.net.training)
             super().start_step(progress, classifier)
 
-    loop = Recorded(images, labels, fraction=0.25, budget=40, warmup_epochs=0.5, seed=0)
+    loop = Recorded(images, labels, fraction=0.25, budget=40, warmup_epochs=0.5, refresh=1, rounds=None, seed=0)
     fit(classifier, images, labels, TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=0, augment=False),
         transform=loop)
     assert [entry.epoch for entry in loop.history] == [0.5, 1.5] and modes == [False, False]
@@ -345,4 +357,4 @@ def test_restart_runs_one_round_on_the_identification_model_then_retrains_from_t
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, model.model.state_dict()[key]), key
     with pytest.raises(WeakspotError, match="restart"):
-        AdversarialRestart(AdversarialAugment(data.images, data.labels), identification_epochs=1)  # rounds: None
+        AdversarialRestart(AdversarialAugment(data.images, data.labels, rounds=None), identification_epochs=1)

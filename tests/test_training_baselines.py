@@ -106,7 +106,7 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert {row["group"]["shape"] for row in results["clean_test"]["groups"]} == {"tall", "wide"}
     assert "worstofk: test accuracy" in capsys.readouterr().out
     adversarial = ["finetune", *common, "--method", "adversarial", "--attacks", "flip,crop", "--budget", "4",
-                   "--adv-warmup", "0", "--out", str(tmp_path / "adv")]
+                   "--adv-warmup", "0", "--refresh", "1", "--out", str(tmp_path / "adv")]
     assert main(adversarial) == 0
     results = json.loads((tmp_path / "adv" / "results.json").read_text())
     assert results["method"] == "adversarial" and results["epochs_run"] == 1

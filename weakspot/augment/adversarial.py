@@ -47,6 +47,8 @@ DEFAULT_BUDGET = 40
 DEFAULT_FRACTION = 0.15
 DEFAULT_SPREAD = 1.0  # one label-blind edit per clean image: a 95/5 cue becomes about 55/50 (by arithmetic)
 DEFAULT_WARMUP = 1.5  # epochs: before that the model does not yet lean on the cue enough for the dependence test
+DEFAULT_ROUNDS = 1  # rounds that keep something; one that keeps nothing is retried DEFAULT_REFRESH epochs later
+DEFAULT_REFRESH = 0.5
 
 # A round attacks thousands of images, so the loop's attacks use cheaper guidance than the attacks'
 # defaults, the ``median`` fill (it erases a small cue and looks like absence, where ``mean`` leaves a flat
@@ -351,7 +353,8 @@ class AdversarialAugment:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str] = DEFAULT_ATTACKS,
                  fraction: float = DEFAULT_FRACTION, budget: int = DEFAULT_BUDGET, mix_ratio: float = 0.5,
-                 warmup_epochs: float = DEFAULT_WARMUP, refresh: float = 1.0, rounds: int | None = None,
+                 warmup_epochs: float = DEFAULT_WARMUP, refresh: float = DEFAULT_REFRESH,
+                 rounds: int | None = DEFAULT_ROUNDS,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
                  spread: float | None = None, gate: float | None = DEFAULT_GATE, seed: int = 0) -> None:
@@ -380,16 +383,19 @@ class AdversarialAugment:
         self.pool_sources = torch.empty(0, dtype=torch.long)
         self.history: list[RoundLog] = []
         self.last_round = -1
+        self.empty_rounds = 0  # rounds that kept nothing: they do not count against ``rounds``
 
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is scheduled at ``warmup_epochs +
-        k * refresh`` (at most ``rounds`` of them; the last pool stays in the stream after the last round) and
-        runs at the first step at or after that point; a run resumed past several rounds runs the latest."""
+        k * refresh`` (at most ``rounds`` of them that keep something: a round whose dependence test confirmed
+        nothing is retried at the next point; the last pool stays in the stream after the last round) and runs
+        at the first step at or after that point; a run resumed past several rounds runs the latest (it does not
+        know which earlier rounds kept nothing, so it counts them all)."""
         if progress < self.warmup_epochs:
             return None
         latest = math.floor((progress - self.warmup_epochs) / self.refresh + 1e-9)
         if self.rounds is not None:
-            latest = min(latest, self.rounds - 1)
+            latest = min(latest, self.rounds - 1 + self.empty_rounds)
         return latest if latest > self.last_round else None
 
     def check(self, classifier: Classifier, images: int = 2) -> None:
@@ -421,6 +427,7 @@ class AdversarialAugment:
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index)
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
+        self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues, harvest.counts
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,

@@ -50,7 +50,8 @@ class AdversarialRestart(Retraining):
         # seeded by (seed, round 0) and run on the finished identification model: a resumed run rebuilds it
         self.loop.run_round(identifier, 0, float(self.identification_epochs))
         self.details = {"identification_epochs": self.identification_epochs}
-        return None, self.loop
+        # a round that kept nothing would be retried during the retraining: the retraining is ERM's instead
+        return None, self.loop if len(self.loop.pool_labels) else None
 
 
 def adversarial_method(restart: int | None = None, **loop_params: Any) -> AdversarialAugment | AdversarialRestart:

@@ -53,7 +53,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_GATE,
-                                              DEFAULT_SPREAD, DEFAULT_WARMUP)
+                                              DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD, DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, positive_int
 
@@ -82,9 +82,11 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adv-warmup", type=float, default=DEFAULT_WARMUP,
                         help=f"adversarial: epochs of plain training before the first round (default {DEFAULT_WARMUP}; "
                              "fractional: mid-epoch)")
-    parser.add_argument("--refresh", type=float, default=1.0, help="adversarial: epochs between attack rounds")
-    parser.add_argument("--rounds", type=positive_int, default=None,
-                        help="adversarial: at most this many attack rounds (default: every --refresh epochs to the end)")
+    parser.add_argument("--refresh", type=float, default=DEFAULT_REFRESH,
+                        help=f"adversarial: epochs between attack rounds (default {DEFAULT_REFRESH})")
+    parser.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
+                        help=f"adversarial: at most this many attack rounds that keep something; a round that keeps "
+                             f"nothing is retried --refresh epochs later (default {DEFAULT_ROUNDS})")
     parser.add_argument("--cache-explanations", action="store_true",
                         help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
     parser.add_argument("--no-transplant", dest="transplant", action="store_false",
