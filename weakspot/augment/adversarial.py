@@ -111,12 +111,13 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
 # the image side. One donor's box misses most other images' cue (a planted button moves by up to 8 px between
 # images): on 300 training images of the planted benchmark's seed 0 with its ERM model, erasing a random
 # donor's box removed the button of 27% of the buttoned males, erasing the zone (4% of the image) 85-89%
-# (throwaway probe, 2026-11-26). But that counted pixels: asked of the model (2026-12-03, seed-0 ERM models, 300
-# training images; `scripts/cue_gate_probe.py --zones`), the pixels a quarter of the cues cover, filled,
-# left 83-87% of the sticker's and the stroke's holders in their class (floor: ERM's accuracy on the cue
-# class without the cue, 0-12%), as the boxes each cover part of a long or jittered cue. The pixels 5% of the
-# cues cover, grown by 4% of the side (10-34% of the image), left 2-34% on the sticker, patch and stroke, and
-# pasted from a donor they turned 86-95% of the other class (a donor's own box: 32-73%).
+# (throwaway probe, 2026-11-26). But that counted pixels. Asked of the model (2026-12-03, seed-0 ERM models, 300
+# training images, `scripts/cue_gate_probe.py --zones 0.25:0,0.05:0.04`; docs/results.md): filled, the pixels
+# a quarter of the cues cover left 84-91% of the button's, sticker's and stroke's holders in the cue class,
+# as each box covers part of a moving or long cue; the pixels 5% of them cover, grown by 4% of the side
+# (14-44% of the image), left 1-33% on the sticker, patch and stroke and 63% on the button (ERM's floor there,
+# its accuracy on males without the button, is 56-62%). Pasted from a donor, the grown zone turned 92-99% of
+# the other class, the old zone 56-86%.
 ZONE_SHARE = 0.05
 ZONE_GROWTH = 0.04
 
