@@ -14,8 +14,9 @@ that leans on no cue keeps nothing and training stays ERM's. Those confirmed cue
 ``spread`` every batch's clean images also get them, at no query cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
-round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs; both may be fractional, a
-round then runs in the middle of an epoch) on a seeded sample of the training images, and ``__call__``
+round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept
+something; both may be fractional, a round then runs in the middle of an epoch) on a seeded sample of the
+training images, and ``__call__``
 spreads the bank's cues over the batch (``spread``) and appends pool images at ``mix_ratio``, drawn
 class-balanced.
 """
