@@ -52,10 +52,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0",
                                     "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),
-    # the same on a quarter of the training images (the round's share before 2026-12-03, fourth session)
+    # the same on a quarter of the training images (the round's share before 2026-12-03, third session)
     ("adversarial-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
                                         "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),
-    # the default before 2026-12-03 (fourth session): rounds at 0.5 and 1.5 epochs on a quarter of the images
+    # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
     ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2"]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept

@@ -11,7 +11,7 @@ the pool holds both cue-conflicting directions in equal numbers rather than eras
 A class's cues are kept only when they pass a dependence test (``confirm_cue_classes``, ``gate``): pasted
 into other images they must flip them more often than a same-size region elsewhere, so a round on a model
 that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with
-``spread`` every batch's clean images also get them, at no query cost and blind to the label: a cue pasted in, or the zone where its class's cues sit erased.
+``spread`` every batch's clean images also get them, at no query cost and blind to the label: the zone where a class's cues sit pasted from a donor or filled.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept
@@ -123,11 +123,9 @@ ZONE_SHARE = 0.05
 ZONE_GROWTH = 0.04
 
 
-def cue_zone(masks: torch.Tensor, share: float | None = None, growth: float | None = None) -> torch.Tensor:
-    """The zone of one class's cue masks (n, H, W): the pixels ``share`` of them cover (default
-    ``ZONE_SHARE``), grown by ``growth`` of the image side (default ``ZONE_GROWTH``)."""
-    share = ZONE_SHARE if share is None else share
-    growth = ZONE_GROWTH if growth is None else growth
+def cue_zone(masks: torch.Tensor, share: float = ZONE_SHARE, growth: float = ZONE_GROWTH) -> torch.Tensor:
+    """The zone of one class's cue masks (n, H, W): the pixels ``share`` of them cover, grown by ``growth``
+    of the image side."""
     shared = (masks.float().mean(dim=0) >= share).float()
     reach = int(round(growth * max(masks.shape[-2:])))
     return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
@@ -171,8 +169,8 @@ class CueBank:
         return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
     def spread(self, images: torch.Tensor, probability: float) -> torch.Tensor:
-        """Each image, with ``probability``, gets a random cue, pasted or erased (a fair coin): pasted, the
-        donor's pixels inside the cue's region; erased, the cue's class's zone filled with the cue's fill.
+        """Each image, with ``probability``, gets a random cue, pasted or erased (a fair coin): its class's
+        zone (``cue_zone``) pasted from the cue's donor, or filled with the cue's fill.
         Blind to the image's label, so the edits themselves (a fill, a seam) say nothing about it: an erase
         applied only to the cue's class would be a new shortcut. No model query; labels are unchanged."""
         if not len(self):  # before any draw: an empty bank leaves the training stream (and its RNG) as ERM's

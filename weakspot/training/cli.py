@@ -95,8 +95,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: keep an erasing removal only when its transplant fools the model too "
                              "(default; needs transplants)")
     parser.add_argument("--spread", type=float, default=None,
-                        help="adversarial: share of each batch's clean images that get a confirmed cue of the last "
-                             "round pasted or its class's cue zone erased (a coin flip, blind to the label; default "
+                        help="adversarial: share of each batch's clean images that get the cue zone of a class confirmed "
+                             "in the last round pasted from a donor or filled (a coin flip, blind to the label; default "
                              f"{DEFAULT_SPREAD}, 0 with --no-transplant); no queries")
     parser.add_argument("--adv-restart", type=positive_int, default=None, metavar="EPOCHS",
                         help="adversarial: train ERM for EPOCHS, run one round on that model, then train from the "
