@@ -13,6 +13,10 @@ With ``--zones SHARE:GROWTH,...`` it also measures the cue zones the loop's spre
 (``cue_zone``): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
 their class once the zone is filled with ``median``, and the share of the other class's images without
 the cue that the zone pasted from a random confirmed donor flips.
+
+With ``--conflicts`` it compares the training images the loop would add as cue-conflicting
+(``cue_conflicts``, over the whole training split) with the planted ones (the cue class's images without
+the cue, the other class's with it): how many it finds, and their precision and recall.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import argparse
 import numpy as np
 import torch
 
-from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, CueBank, collect_adversarial,
-                                         confirm_cue_classes, cue_zone)
+from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_GATE, CueBank, collect_adversarial,
+                                         confirm_cue_classes, cue_conflicts, cue_zone)
 from weakspot.data import load_dataset
 from weakspot.fills import apply_masks, fill_images
 from weakspot.models import Classifier, load_checkpoint
@@ -52,6 +56,20 @@ def print_zone_effects(classifier: Classifier, images: torch.Tensor, labels: tor
                   f"{flipped:.2f} of {int(others.sum())} others turn to it")
 
 
+def print_conflicts(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, cued: torch.Tensor,
+                    bank: CueBank) -> None:
+    """How well ``cue_conflicts`` finds the planted cue-conflicting images (the cue class: the class most
+    of whose images hold the cue)."""
+    cue_class = int(torch.argmax(torch.stack([cued[labels == label].float().mean()
+                                              for label in range(int(labels.max()) + 1)])))
+    truth = (labels == cue_class) != cued
+    found, drops = cue_conflicts(classifier, images, labels, bank)
+    print("median drop per confirmed class: " + ", ".join(f"{label}: {drop:.3f}" for label, drop in drops.items()))
+    hits = int((found & truth).sum())
+    print(f"conflicts: {int(found.sum())} found of {len(labels)} training images, {int(truth.sum())} planted; "
+          f"precision {hits / max(1, int(found.sum())):.2f}, recall {hits / max(1, int(truth.sum())):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a `weakspot data shortcut` folder")
@@ -63,11 +81,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it draws the subset)")
     parser.add_argument("--zones", default=None, metavar="SHARE:GROWTH,...",
                         help="also measure these cue zones on the planted cue's holders (a `data shortcut` folder)")
+    parser.add_argument("--conflicts", action="store_true",
+                        help="also compare the loop's cue-conflicting training images with the planted ones")
     args = parser.parse_args()
     torch.set_num_threads(1)
     classifier = load_checkpoint(args.checkpoint)
     imageset = load_dataset(args.data, size=args.size, label=args.label,
-                            groups=["split", *(["cue"] if args.zones else [])], max_images=args.max_images,
+                            groups=["split", *(["cue"] if args.zones or args.conflicts else [])], max_images=args.max_images,
                             seed=args.seed)
     train = np.flatnonzero(np.array(imageset.groups["split"]) == "train")
     rows = torch.from_numpy(np.sort(np.random.default_rng(0).choice(train, size=min(args.images, len(train)),
@@ -84,6 +104,12 @@ def main() -> None:
         cued = torch.from_numpy(np.array(imageset.groups["cue"])[rows.numpy()] != "none")
         zones = [(float(share), float(growth)) for share, growth in (item.split(":") for item in args.zones.split(","))]
         print_zone_effects(classifier, images, labels, cued, harvest.cues, zones, imageset.class_names)
+    if args.conflicts:
+        confirmed = harvest.cues.select(torch.isin(harvest.cues.labels, torch.tensor(
+            [label for label, value in lead.items() if value >= DEFAULT_GATE], dtype=torch.long)))
+        cued = torch.from_numpy(np.array(imageset.groups["cue"])[train] != "none")
+        rows = torch.from_numpy(train)
+        print_conflicts(classifier, imageset.images[rows], imageset.labels[rows], cued, confirmed)
 
 
 if __name__ == "__main__":

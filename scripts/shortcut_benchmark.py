@@ -52,6 +52,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0",
                                     "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),
+    # the same without the natural cue-conflicting images in the pool (the default before 2026-12-03, fourth session)
+    ("adversarial-no-conflicts", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                                 "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                                 "--rounds", "1", "--no-conflicts"]),
     # the same on a quarter of the training images (the round's share before 2026-12-03, third session)
     ("adversarial-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
                                         "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),

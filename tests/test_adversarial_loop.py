@@ -4,12 +4,14 @@ import torch
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
 from weakspot.augment.adversarial import (ZONE_SHARE, AdversarialAugment, collect_adversarial, confirm_cue_classes,
+                                          cue_conflicts,
                                          cue_zone, transplant_cues)
 from weakspot.augment.baselines import create_method
 from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
 from weakspot.fills import fill_images
 from weakspot.models import load_model
+from weakspot.shortcut import make_shortcut_dataset
 from weakspot.training.loop import TrainConfig, fit
 
 
@@ -318,6 +320,44 @@ def test_dependence_test_passes_a_shared_cue_and_fails_a_region_that_is_not_one(
     moved = adversarial.CueBank(bank.images, corner, bank.labels, bank.fills)
     lead = confirm_cue_classes(button_model, test.images, test.labels, moved, torch.Generator().manual_seed(0))
     assert abs(lead[1]) < adversarial.DEFAULT_GATE
+
+
+def test_conflicts_are_the_images_whose_cue_disagrees_with_their_label(button_data, button_model):
+    """On a 75/25 button set, the images that conflict with the class-1 button cue are the class-1 images
+    without a button and the class-0 images with one: erasing the cue zone moves the model only on the
+    holders. A loop round adds them to the pool as their own source, with their true labels."""
+    _, test, _ = button_data
+    images, labels = test.images[:16], test.labels[:16]
+    bank = collect_adversarial(button_model, images, labels, ("button",), 80, {"button": {"fills": ("median",)}},
+                               transplant=True, cues_only=True).cues
+    assert len(bank) >= 2 and (bank.labels == 1).all()
+    mixed, boxes = make_shortcut_dataset(96, 48, cue_rate=0.75, signal=0.0, seed=5)
+    holds = boxes[:, 0] >= 0
+    truth = (mixed.labels == 1) != holds
+    found, drops = cue_conflicts(button_model, mixed.images, mixed.labels, bank)
+    assert drops[1] >= adversarial.CONFLICT_MIN_DROP
+    assert 10 <= int(truth.sum()) and float((found == truth).float().mean()) >= 0.9
+    none, no_drops = cue_conflicts(button_model, mixed.images, mixed.labels, adversarial.CueBank.empty(images))
+    assert not none.any() and no_drops == {}
+    corner = torch.zeros_like(bank.masks)
+    corner[:, :4, :4] = True  # a zone where no button is: erasing it moves no image, so it says nothing
+    none, drops = cue_conflicts(button_model, mixed.images, mixed.labels,
+                                adversarial.CueBank(bank.images, corner, bank.labels, bank.fills))
+    assert drops[1] < adversarial.CONFLICT_MIN_DROP and not none.any()
+    loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
+                              warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None)
+    loop.start_step(0, button_model)
+    counts = loop.history[0].fooled
+    assert counts["conflicts"] == int((loop.pool_sources == list(counts).index("conflicts")).sum()) >= 10
+    conflicting = loop.pool_sources == list(counts).index("conflicts")
+    assert torch.equal(loop.pool_images[conflicting], mixed.images[cue_conflicts(button_model, mixed.images,
+                                                                                  mixed.labels, loop.cues)[0]])
+    without = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
+                                 warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None,
+                                 conflicts=False)
+    without.start_step(0, button_model)
+    assert "conflicts" not in without.history[0].fooled
+    assert len(without.pool_labels) == len(loop.pool_labels) - counts["conflicts"]
 
 
 @pytest.mark.parametrize("lead, keeps", [(0.0, False), (0.9, True)])

@@ -106,6 +106,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: keep a class's cues only when their transplants flip other-class images "
                              "this much more often than a same-size region elsewhere (share; default "
                              f"{DEFAULT_GATE}; 'off' keeps every confirmed cue)")
+    parser.add_argument("--conflicts", action=argparse.BooleanOptionalAction, default=True,
+                        help="adversarial: after a round that confirmed cues, add to the pool the training images "
+                             "that conflict with them (a class's images without its cue, other classes' with it; "
+                             "found by erasing the cue zone, two model passes over the training set per class)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -142,7 +146,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "seed": args.seed,
+                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "conflicts": args.conflicts,
+                "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
