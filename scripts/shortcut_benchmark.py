@@ -51,11 +51,15 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0",
-                                    "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),
+                                    "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors"]),
     # the same without the natural cue-conflicting images in the pool (the default before 2026-12-03, fourth session)
     ("adversarial-no-conflicts", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                  "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                                 "--rounds", "1", "--no-conflicts"]),
+                                                 "--rounds", "1", "--conflicts", "off"]),
+    # the conflicting images found by erasing the cue zone instead of the model's errors
+    ("adversarial-zone", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                         "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                         "--rounds", "1", "--conflicts", "zone"]),
     # the same on a quarter of the training images (the round's share before 2026-12-03, third session)
     ("adversarial-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
                                         "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),

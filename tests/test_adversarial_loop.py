@@ -345,7 +345,8 @@ def test_conflicts_are_the_images_whose_cue_disagrees_with_their_label(button_da
                                 adversarial.CueBank(bank.images, corner, bank.labels, bank.fills))
     assert drops[1] < adversarial.CONFLICT_MIN_DROP and not none.any()
     loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
-                              warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None)
+                              warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None,
+                              conflicts="zone")
     loop.start_step(0, button_model)
     counts = loop.history[0].fooled
     assert counts["conflicts"] == int((loop.pool_sources == list(counts).index("conflicts")).sum()) >= 10
@@ -354,10 +355,28 @@ def test_conflicts_are_the_images_whose_cue_disagrees_with_their_label(button_da
                                                                                   mixed.labels, loop.cues)[0]])
     without = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
                                  warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None,
-                                 conflicts=False)
+                                 conflicts=None)
     without.start_step(0, button_model)
     assert "conflicts" not in without.history[0].fooled
     assert len(without.pool_labels) == len(loop.pool_labels) - counts["conflicts"]
+    with pytest.raises(WeakspotError, match="conflicts must be"):
+        AdversarialAugment(mixed.images, mixed.labels, conflicts="everything")
+
+
+def test_error_conflicts_are_the_training_images_the_model_gets_wrong(button_data, button_model):
+    """The default: after a round that confirmed a cue, the pool also holds the training images the current
+    model misclassifies, with their true labels (on the 75/25 button set: the conflicting ones)."""
+    mixed, boxes = make_shortcut_dataset(96, 48, cue_rate=0.75, signal=0.0, seed=5)
+    wrong = button_model.predict(mixed.images)[0].cpu() != mixed.labels
+    assert int(wrong.sum()) >= 10 and bool((wrong == ((mixed.labels == 1) != (boxes[:, 0] >= 0))).float().mean() >= 0.9)
+    loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
+                              warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None)
+    assert loop.conflicts == adversarial.DEFAULT_CONFLICTS == "errors"
+    loop.start_step(0, button_model)
+    conflicting = loop.pool_sources == list(loop.history[0].fooled).index("conflicts")
+    assert loop.history[0].fooled["conflicts"] == int(wrong.sum())
+    assert torch.equal(loop.pool_images[conflicting], mixed.images[wrong])
+    assert torch.equal(loop.pool_labels[conflicting], mixed.labels[wrong])
 
 
 @pytest.mark.parametrize("lead, keeps", [(0.0, False), (0.9, True)])

@@ -12,9 +12,10 @@ A class's cues are kept only when they pass a dependence test (``confirm_cue_cla
 into other images they must flip them more often than a same-size region elsewhere, so a round on a model
 that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with
 ``spread`` every batch's clean images also get them, at no query cost and blind to the label: the zone where a class's cues sit pasted from a donor or filled.
-With ``conflicts`` the pool also gets the training images that conflict with the confirmed cues (``cue_conflicts``:
-a class's images without its cue, other classes' images with it), found by erasing the cue zone: the natural
-images the shortcut gets wrong, which the spread's edited images do not stand for.
+With ``conflicts`` the pool also gets, after a round that confirmed cues, the training images that conflict with
+them (a class's images without its cue, other classes' images with it): by default the ones the current model
+gets wrong, or those found by erasing the cue zone (``cue_conflicts``). They are the natural images the shortcut
+gets wrong, which the spread's edited images do not stand for.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept
@@ -210,6 +211,12 @@ class CueBank:
 # half the females would count as conflicting (seeds 0-1: 700 of 2,200 training images, against 110 planted).
 CONFLICT_SHARE = 0.5
 CONFLICT_MIN_DROP = 0.1
+# How a round that confirmed cues finds the conflicting training images: "errors", the images the current
+# model gets wrong (a model that leans on a confirmed cue gets the two cue-conflicting groups wrong), or
+# "zone" (``cue_conflicts``). Chosen on the tuning seeds (button 0 and 3, sticker 1 and 2; docs/results.md):
+# "errors" 52.7% mean worst group against 45.2%, at one model pass instead of two or three.
+CONFLICT_MODES = ("errors", "zone")
+DEFAULT_CONFLICTS = "errors"
 CONFLICT_CHUNK = 256  # images filled and predicted at a time: the median fill unfolds 25 cells per pixel
 
 
@@ -406,7 +413,8 @@ class AdversarialAugment:
                  rounds: int | None = DEFAULT_ROUNDS,
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
-                 spread: float | None = None, gate: float | None = DEFAULT_GATE, conflicts: bool = True,
+                 spread: float | None = None, gate: float | None = DEFAULT_GATE,
+                 conflicts: str | None = DEFAULT_CONFLICTS,
                  seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
@@ -427,6 +435,8 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
+        if conflicts not in (*CONFLICT_MODES, None):
+            raise WeakspotError(f"adversarial loop: conflicts must be one of {', '.join(CONFLICT_MODES)} or None")
         self.conflicts = conflicts
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
@@ -482,7 +492,10 @@ class AdversarialAugment:
         self.cues, counts = harvest.cues, harvest.counts
         conflict_drop: dict[int, float] = {}
         if self.conflicts and len(self.cues):
-            found, conflict_drop = cue_conflicts(classifier, self.images, self.labels, self.cues)
+            if self.conflicts == "errors":
+                found = classifier.predict(self.images)[0].cpu() != self.labels.cpu()
+            else:
+                found, conflict_drop = cue_conflicts(classifier, self.images, self.labels, self.cues)
             self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
             self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
             self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), len(counts))])

@@ -52,7 +52,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_FRACTION, DEFAULT_GATE,
+    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
+                                              DEFAULT_FRACTION, DEFAULT_GATE,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD, DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, positive_int
@@ -106,10 +107,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: keep a class's cues only when their transplants flip other-class images "
                              "this much more often than a same-size region elsewhere (share; default "
                              f"{DEFAULT_GATE}; 'off' keeps every confirmed cue)")
-    parser.add_argument("--conflicts", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--conflicts", default=DEFAULT_CONFLICTS, choices=(*CONFLICT_MODES, "off"),
                         help="adversarial: after a round that confirmed cues, add to the pool the training images "
-                             "that conflict with them (a class's images without its cue, other classes' with it; "
-                             "found by erasing the cue zone, two model passes over the training set per class)")
+                             "that conflict with them: 'errors' (default) the ones the model gets wrong, 'zone' "
+                             "those whose cue zone, filled, moves the model against their label")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -146,7 +147,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "conflicts": args.conflicts,
+                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
