@@ -224,7 +224,8 @@ def cue_conflicts(classifier: Classifier, images: torch.Tensor, labels: torch.Te
                   ) -> tuple[torch.Tensor, dict[int, float]]:
     """Which of (images, labels) conflict with the bank's cues (``CONFLICT_SHARE``): the natural
     cue-conflicting images a shortcut model gets wrong or barely right, found by erasing each confirmed
-    class's zone (``cue_zone``) with the fill that erased its cues. One model pass over the images, one more per class.
+    class's zone (``cue_zone``) with the fill that erased its cues. One model pass over the images, and one
+    more per class.
 
     The spread's edits leave no image of the stream untouched, so they teach that a filled or pasted zone says
     nothing of the label, not that a natural zone without the cue does not: after a round on the planted

@@ -147,8 +147,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate, "conflicts": None if args.conflicts == "off" else args.conflicts,
-                "seed": args.seed,
+                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
+                "conflicts": None if args.conflicts == "off" else args.conflicts, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
