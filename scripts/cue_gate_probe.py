@@ -87,7 +87,8 @@ def main() -> None:
     torch.set_num_threads(1)
     classifier = load_checkpoint(args.checkpoint)
     imageset = load_dataset(args.data, size=args.size, label=args.label,
-                            groups=["split", *(["cue"] if args.zones or args.conflicts else [])], max_images=args.max_images,
+                            groups=["split", *(["cue"] if args.zones or args.conflicts else [])],
+                            max_images=args.max_images,
                             seed=args.seed)
     train = np.flatnonzero(np.array(imageset.groups["split"]) == "train")
     rows = torch.from_numpy(np.sort(np.random.default_rng(0).choice(train, size=min(args.images, len(train)),
