@@ -56,6 +56,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-no-conflicts", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                  "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
                                                  "--rounds", "1", "--conflicts", "off"]),
+    # the conflicting images found again with the current model every half epoch after the round
+    ("adversarial-refresh", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                            "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                            "--rounds", "1", "--conflicts", "errors", "--conflict-refresh", "0.5"]),
     # the conflicting images found by erasing the cue zone instead of the model's errors
     ("adversarial-zone", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                          "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",

@@ -379,6 +379,45 @@ def test_error_conflicts_are_the_training_images_the_model_gets_wrong(button_dat
     assert torch.equal(loop.pool_labels[conflicting], mixed.labels[wrong])
 
 
+class ConstantPredictor:
+    """Stands in for a later model that reads the cue the other way: it predicts one class for every image."""
+
+    def __init__(self, label: int) -> None:
+        self.label = label
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((len(images),), self.label), torch.ones(len(images))
+
+
+def test_refreshed_conflicts_are_the_current_models_errors(button_data, button_model, monkeypatch):
+    """With ``conflict_refresh`` the pool's conflicts are found again every that many epochs after the round
+    with the model of that moment; the round's removals and transplants stay; a round that keeps no cue stops it."""
+    mixed, _ = make_shortcut_dataset(96, 48, cue_rate=0.75, signal=0.0, seed=5)
+    loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
+                              warmup_epochs=1.0, attack_options={"button": {"fills": ("median",)}}, gate=None,
+                              conflict_refresh=0.5)
+    loop.start_step(1.0, button_model)
+    source = list(loop.history[0].fooled).index("conflicts")
+    harvested = loop.pool_images[loop.pool_sources != source].clone()
+    loop.start_step(1.4, ConstantPredictor(0))
+    assert loop.history[0].conflict_refreshes == []
+    loop.start_step(1.5, ConstantPredictor(0))
+    ones = mixed.labels == 1
+    assert loop.history[0].conflict_refreshes == [(1.5, int(ones.sum()))]
+    assert torch.equal(loop.pool_images[loop.pool_sources == source], mixed.images[ones])
+    assert torch.equal(loop.pool_images[loop.pool_sources != source], harvested)
+    loop.start_step(2.0, ConstantPredictor(1))
+    assert torch.equal(loop.pool_labels[loop.pool_sources == source], mixed.labels[~ones])
+    assert [epoch for epoch, _ in loop.history[0].conflict_refreshes] == [1.5, 2.0]
+    monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: {0: 0.0, 1: 0.0})
+    loop.gate = 0.5
+    loop.run_round(button_model, 1, 2.1)  # no class passes the dependence test
+    loop.start_step(3.0, ConstantPredictor(0))
+    assert loop.history[-1].conflict_refreshes == [] and not len(loop.pool_labels)
+    with pytest.raises(WeakspotError, match="conflict refresh"):
+        AdversarialAugment(mixed.images, mixed.labels, conflict_refresh=0.0)
+
+
 @pytest.mark.parametrize("lead, keeps", [(0.0, False), (0.9, True)])
 def test_a_class_that_fails_the_gate_keeps_nothing_of_its_cues(button_data, button_model, monkeypatch, lead, keeps):
     _, test, _ = button_data

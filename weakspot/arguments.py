@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,21 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def off_or_number(valid: Callable[[float], bool], expected: str) -> Callable[[str], float | None]:
+    """An argparse type for a number that ``valid`` accepts, or 'off' (None): a feature's strength or off."""
+    def parse(text: str) -> float | None:
+        if text == "off":
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected} or 'off', got {text!r}")
+        return value
+    return parse
 
 
 def seed_int(text: str) -> int:

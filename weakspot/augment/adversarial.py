@@ -95,6 +95,7 @@ class RoundLog:
     cues_per_class: dict[int, int] = field(default_factory=dict)  # the bank's donors per class index
     gate_lead: dict[str, float] = field(default_factory=dict)  # "attack:class": cue minus control flip share
     conflict_drop: dict[int, float] = field(default_factory=dict)  # per confirmed class: ``cue_conflicts``'s median
+    conflict_refreshes: list[tuple[float, int]] = field(default_factory=list)  # (epoch, conflicts found) after it
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -416,7 +417,7 @@ class AdversarialAugment:
                  attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
                  spread: float | None = None, gate: float | None = DEFAULT_GATE,
-                 conflicts: str | None = DEFAULT_CONFLICTS,
+                 conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
@@ -424,10 +425,11 @@ class AdversarialAugment:
             spread = DEFAULT_SPREAD if transplant else 0.0
         if (not 0.0 < fraction <= 1.0 or mix_ratio < 0.0 or budget < 1 or warmup_epochs < 0 or refresh <= 0
                 or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0
-                or (gate is not None and not -1.0 <= gate <= 1.0)):
+                or (gate is not None and not -1.0 <= gate <= 1.0)
+                or (conflict_refresh is not None and conflict_refresh <= 0)):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio >= 0, budget >= 1, "
-                                "warm-up >= 0, refresh > 0, rounds >= 1, spread in [0, 1] and a gate in [-1, 1] "
-                                "are required")
+                                "warm-up >= 0, refresh > 0, rounds >= 1, spread in [0, 1], a gate in [-1, 1] "
+                                "and a conflict refresh > 0 are required")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
@@ -439,7 +441,9 @@ class AdversarialAugment:
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         if conflicts not in (*CONFLICT_MODES, None):
             raise WeakspotError(f"adversarial loop: conflicts must be one of {', '.join(CONFLICT_MODES)} or None")
-        self.conflicts = conflicts
+        self.conflicts, self.conflict_refresh = conflicts, conflict_refresh
+        self.conflicts_found_at = math.inf  # epochs done when the pool's conflicts were last found
+        self.conflict_source = 0  # the pool source index of the conflicts
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
@@ -474,6 +478,8 @@ class AdversarialAugment:
         index = self.due_round(progress)
         if index is not None:
             self.run_round(classifier, index, progress)
+        elif self.conflict_refresh and progress >= self.conflicts_found_at + self.conflict_refresh - 1e-9:
+            self.refresh_conflicts(classifier, progress)
 
     def run_round(self, classifier: Classifier, index: int, progress: float) -> None:
         """Round ``index``: attack its seeded sample of the training images with ``classifier``; the pool and
@@ -493,20 +499,40 @@ class AdversarialAugment:
         self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues, harvest.counts
         conflict_drop: dict[int, float] = {}
+        self.conflicts_found_at = math.inf
         if self.conflicts and len(self.cues):
-            if self.conflicts == "errors":
-                found = classifier.predict(self.images)[0].cpu() != self.labels.cpu()
-            else:
-                found, conflict_drop = cue_conflicts(classifier, self.images, self.labels, self.cues)
-            self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
-            self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
-            self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), len(counts))])
-            counts = {**counts, "conflicts": int(found.sum())}
+            self.conflict_source = len(counts)
+            found, conflict_drop = self.add_conflicts(classifier, progress)
+            counts = {**counts, "conflicts": found}
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
                                      len(self.cues), {int(label): int(number) for label, number in
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
                                      harvest.gate_lead, conflict_drop))
+
+    def add_conflicts(self, classifier: Classifier, progress: float) -> tuple[int, dict[int, float]]:
+        """Append to the pool the training images that conflict with the bank's cues for ``classifier``
+        (``conflicts``); returns how many and, in "zone" mode, ``cue_conflicts``'s median drops."""
+        drops: dict[int, float] = {}
+        if self.conflicts == "errors":
+            found = classifier.predict(self.images)[0].cpu() != self.labels.cpu()
+        else:
+            found, drops = cue_conflicts(classifier, self.images, self.labels, self.cues)
+        self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
+        self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
+        self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), self.conflict_source)])
+        self.conflicts_found_at = progress
+        return int(found.sum()), drops
+
+    def refresh_conflicts(self, classifier: Classifier, progress: float) -> None:
+        """Replace the pool's conflicts with those of the current model (``conflict_refresh``): a model the
+        first ones pushed past balance (the cue now read as the other class's) gets the images it now gets
+        wrong, so the pool corrects both ways instead of feeding one round's errors to the end."""
+        kept = self.pool_sources != self.conflict_source
+        self.pool_images, self.pool_labels = self.pool_images[kept], self.pool_labels[kept]
+        self.pool_sources = self.pool_sources[kept]
+        found, _ = self.add_conflicts(classifier, progress)
+        self.history[-1].conflict_refreshes.append((round(progress, 4), found))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:

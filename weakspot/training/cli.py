@@ -56,7 +56,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               DEFAULT_FRACTION, DEFAULT_GATE,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD, DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
-    from weakspot.arguments import comma_list, positive_int
+    from weakspot.arguments import comma_list, off_or_number, positive_int
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
@@ -103,7 +103,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: train ERM for EPOCHS, run one round on that model, then train from the "
                              "initial weights with what it kept (JTT's restart; --adv-warmup, --refresh and "
                              "--rounds then do not apply)")
-    parser.add_argument("--cue-gate", type=gate_value, default=DEFAULT_GATE,
+    parser.add_argument("--cue-gate", type=off_or_number(lambda value: -1.0 <= value <= 1.0, "a number in [-1, 1]"), default=DEFAULT_GATE,
                         help="adversarial: keep a class's cues only when their transplants flip other-class images "
                              "this much more often than a same-size region elsewhere (share; default "
                              f"{DEFAULT_GATE}; 'off' keeps every confirmed cue)")
@@ -111,20 +111,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: after a round that confirmed cues, add to the pool the training images "
                              "that conflict with them: 'errors' (default) the ones the model gets wrong, 'zone' "
                              "those whose cue zone, filled, moves the model against their label")
+    parser.add_argument("--conflict-refresh", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None, metavar="EPOCHS",
+                        help="adversarial: find the pool's conflicting images again with the current model every "
+                             "EPOCHS after the round (default off: the round's model's alone)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
-
-
-def gate_value(text: str) -> float | None:
-    """``--cue-gate``: a lead in [-1, 1], or 'off'."""
-    if text == "off":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1] or 'off', got {text!r}") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1] or 'off', got {text!r}")
-    return value
 
 
 def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
@@ -148,7 +138,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
                 "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
-                "conflicts": None if args.conflicts == "off" else args.conflicts, "seed": args.seed,
+                "conflicts": None if args.conflicts == "off" else args.conflicts,
+                "conflict_refresh": args.conflict_refresh, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
