@@ -456,3 +456,17 @@ def test_restart_runs_one_round_on_the_identification_model_then_retrains_from_t
         assert torch.equal(value, model.model.state_dict()[key]), key
     with pytest.raises(WeakspotError, match="restart"):
         AdversarialRestart(AdversarialAugment(data.images, data.labels, rounds=None), identification_epochs=1)
+
+
+def test_restart_counts_conflict_refreshes_from_the_retrainings_start(monkeypatch):
+    """The round runs after the identification epochs, the retraining counts its epochs from zero: its first
+    conflict refresh comes ``conflict_refresh`` epochs into the retraining, not after it."""
+    data, _ = make_shortcut_dataset(16, 8, cue_rate=0.75, signal=0.0, seed=5)
+    loop = AdversarialAugment(data.images, data.labels, conflict_refresh=0.5)
+
+    def round_with_conflicts(classifier: object, index: int, progress: float) -> None:
+        loop.pool_labels, loop.conflicts_found_at = data.labels.clone(), progress
+
+    monkeypatch.setattr(loop, "run_round", round_with_conflicts)
+    _, transform = AdversarialRestart(loop, identification_epochs=2).prepare_retraining(None, data.images, data.labels)
+    assert transform is loop and loop.conflicts_found_at == 0.0

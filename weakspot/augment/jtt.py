@@ -63,7 +63,7 @@ class Jtt(Retraining):
                                 f"{classifier.class_names}")
         return identifier
 
-    def retrain_inputs(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+    def prepare_retraining(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
                        ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         predicted, _ = identifier.predict(images)
         errors = predicted != labels.cpu()

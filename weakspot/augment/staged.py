@@ -72,7 +72,8 @@ class Retraining:
     """A method that learns from an identification model, then trains again from the initial weights (JTT:
     the identification model's errors upweighted; the loop with restart: its round's pool and cues in the
     stream). Subclasses give ``identify`` (the model to learn from, usually after the "identification"
-    stage) and ``retrain_inputs`` (what the retraining gets from it: sample weights, a batch transform)."""
+    stage) and ``prepare_retraining`` (the work done on it, JTT's error set or the loop's round, and what the
+    retraining gets from that: sample weights, a batch transform)."""
 
     details: dict[str, Any]
 
@@ -80,7 +81,7 @@ class Retraining:
                  config: TrainConfig) -> Classifier:
         raise NotImplementedError
 
-    def retrain_inputs(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+    def prepare_retraining(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
                        ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         raise NotImplementedError
 
@@ -90,7 +91,7 @@ class Retraining:
             meta: dict[str, Any] | None = None) -> FitResult:
         initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
-        sample_weights, transform = self.retrain_inputs(self.identify(stages, classifier, images, labels, config),
+        sample_weights, transform = self.prepare_retraining(self.identify(stages, classifier, images, labels, config),
                                                         images, labels)
         classifier.model.load_state_dict(initial)
         return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=sample_weights,
