@@ -60,6 +60,11 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-refresh", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                             "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
                                             "--rounds", "1", "--conflicts", "errors", "--conflict-refresh", "0.5"]),
+    # the same, the conflicting images found earlier kept beside the current model's
+    ("adversarial-refresh-union", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                                  "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                                  "--rounds", "1", "--conflicts", "errors", "--conflict-refresh",
+                                                  "0.5", "--accumulate-conflicts"]),
     # the conflicting images found by erasing the cue zone instead of the model's errors
     ("adversarial-zone", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                          "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",

@@ -409,6 +409,9 @@ def test_refreshed_conflicts_are_the_current_models_errors(button_data, button_m
     loop.start_step(2.0, ConstantPredictor(1))
     assert torch.equal(loop.pool_labels[loop.pool_sources == source], mixed.labels[~ones])
     assert [epoch for epoch, _ in loop.history[0].conflict_refreshes] == [1.5, 2.0]
+    loop.accumulate_conflicts = True  # the earlier conflicts (the label-0 images) stay beside the new ones
+    loop.start_step(2.5, ConstantPredictor(0))
+    assert torch.equal(loop.pool_images[loop.pool_sources == source], mixed.images)
     monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: {0: 0.0, 1: 0.0})
     loop.gate = 0.5
     loop.run_round(button_model, 1, 2.1)  # no class passes the dependence test

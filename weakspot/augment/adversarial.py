@@ -418,7 +418,7 @@ class AdversarialAugment:
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
                  spread: float | None = None, gate: float | None = DEFAULT_GATE,
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
-                 seed: int = 0) -> None:
+                 accumulate_conflicts: bool = False, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -444,6 +444,8 @@ class AdversarialAugment:
         self.conflicts, self.conflict_refresh = conflicts, conflict_refresh
         self.conflicts_found_at = math.inf  # epochs done when the pool's conflicts were last found
         self.conflict_source = 0  # the pool source index of the conflicts
+        self.conflict_mask = torch.zeros(len(labels), dtype=torch.bool)  # which training images they are
+        self.accumulate_conflicts = accumulate_conflicts
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
@@ -510,28 +512,34 @@ class AdversarialAugment:
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
                                      harvest.gate_lead, conflict_drop))
 
-    def add_conflicts(self, classifier: Classifier, progress: float) -> tuple[int, dict[int, float]]:
+    def add_conflicts(self, classifier: Classifier, progress: float,
+                      earlier: torch.Tensor | None = None) -> tuple[int, dict[int, float]]:
         """Append to the pool the training images that conflict with the bank's cues for ``classifier``
-        (``conflicts``); returns how many and, in "zone" mode, ``cue_conflicts``'s median drops."""
+        (``conflicts``), with the ``earlier`` ones (a mask) when given; returns how many and, in "zone" mode,
+        ``cue_conflicts``'s median drops."""
         drops: dict[int, float] = {}
         if self.conflicts == "errors":
             found = classifier.predict(self.images)[0].cpu() != self.labels.cpu()
         else:
             found, drops = cue_conflicts(classifier, self.images, self.labels, self.cues)
+        if earlier is not None:
+            found = found | earlier
         self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
         self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
         self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), self.conflict_source)])
-        self.conflicts_found_at = progress
+        self.conflicts_found_at, self.conflict_mask = progress, found
         return int(found.sum()), drops
 
     def refresh_conflicts(self, classifier: Classifier, progress: float) -> None:
-        """Replace the pool's conflicts with those of the current model (``conflict_refresh``): a model the
-        first ones pushed past balance (the cue now read as the other class's) gets the images it now gets
-        wrong, so the pool corrects both ways instead of feeding one round's errors to the end."""
+        """Find the pool's conflicts again with the current model (``conflict_refresh``): a model the first
+        ones pushed past balance (the cue now read as the other class's) gets the images it now gets wrong, so
+        the pool corrects both ways instead of feeding one round's errors to the end. With
+        ``accumulate_conflicts`` the earlier ones stay: the model fits the pool's images, so they stop being
+        errors while the shortcut that made them is still there."""
         kept = self.pool_sources != self.conflict_source
         self.pool_images, self.pool_labels = self.pool_images[kept], self.pool_labels[kept]
         self.pool_sources = self.pool_sources[kept]
-        found, _ = self.add_conflicts(classifier, progress)
+        found, _ = self.add_conflicts(classifier, progress, self.conflict_mask if self.accumulate_conflicts else None)
         self.history[-1].conflict_refreshes.append((round(progress, 4), found))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,

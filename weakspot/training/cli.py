@@ -114,6 +114,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conflict-refresh", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None, metavar="EPOCHS",
                         help="adversarial: find the pool's conflicting images again with the current model every "
                              "EPOCHS after the round (default off: the round's model's alone)")
+    parser.add_argument("--accumulate-conflicts", action=argparse.BooleanOptionalAction, default=False,
+                        help="adversarial: with --conflict-refresh, keep the conflicting images found earlier "
+                             "beside the current model's (default: replace them)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -139,7 +142,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
                 "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
-                "conflict_refresh": args.conflict_refresh, "seed": args.seed,
+                "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
+                "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
