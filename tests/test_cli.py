@@ -56,3 +56,20 @@ def test_command_modules_do_not_import_the_dispatcher():
         if path.name != "cli.py" or path.parent != package:
             assert "weakspot.cli" not in imported_modules(path), path
     assert not {name for name in imported_modules(package / "arguments.py") if name.endswith("cli")}
+
+
+@pytest.mark.parametrize("text, value", [("off", None), ("0.5", 0.5), ("-1", -1.0)])
+def test_a_number_or_off_flag_reads_off_as_none(text, value):
+    from weakspot.arguments import off_or_number
+
+    assert off_or_number(lambda number: -1.0 <= number <= 1.0, "a number in [-1, 1]")(text) == value
+
+
+@pytest.mark.parametrize("flag, text", [("--cue-gate", "1.5"), ("--cue-gate", "none"), ("--conflict-refresh", "0"),
+                                        ("--conflict-refresh", "nan")])
+def test_out_of_range_loop_flags_exit_2_naming_the_flag(flag, text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "--method", "adversarial", flag, text])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert flag in error and "'off'" in error
