@@ -15,7 +15,8 @@ that leans on no cue keeps nothing and training stays ERM's. Those confirmed cue
 With ``conflicts`` the pool also gets, after a round that confirmed cues, the training images that conflict with
 them (a class's images without its cue, other classes' images with it): by default the ones the current model
 gets wrong, or those found by erasing the cue zone (``cue_conflicts``). They are the natural images the shortcut
-gets wrong, which the spread's edited images do not stand for.
+gets wrong, which the spread's edited images do not stand for. With ``conflict_refresh`` they are found again
+with the current model every that many epochs after the round (off by default: docs/results.md).
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept

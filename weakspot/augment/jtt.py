@@ -64,7 +64,7 @@ class Jtt(Retraining):
         return identifier
 
     def prepare_retraining(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
-                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
+                           ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         predicted, _ = identifier.predict(images)
         errors = predicted != labels.cpu()
         self.details.update(error_set=int(errors.sum()), train_images=len(labels), upweight=self.upweight)

@@ -47,7 +47,7 @@ class AdversarialRestart(Retraining):
         return classifier
 
     def prepare_retraining(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
-                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
+                           ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         # seeded by (seed, round 0) and run on the finished identification model: a resumed run rebuilds it
         self.loop.run_round(identifier, 0, float(self.identification_epochs))
         if math.isfinite(self.loop.conflicts_found_at):  # ``conflict_refresh`` counts from the retraining's start

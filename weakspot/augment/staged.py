@@ -82,7 +82,7 @@ class Retraining:
         raise NotImplementedError
 
     def prepare_retraining(self, identifier: Classifier, images: torch.Tensor, labels: torch.Tensor
-                       ) -> tuple[torch.Tensor | None, BatchTransform | None]:
+                           ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         raise NotImplementedError
 
     def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
