@@ -91,8 +91,8 @@ class Retraining:
             meta: dict[str, Any] | None = None) -> FitResult:
         initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
-        sample_weights, transform = self.prepare_retraining(self.identify(stages, classifier, images, labels, config),
-                                                        images, labels)
+        identifier = self.identify(stages, classifier, images, labels, config)
+        sample_weights, transform = self.prepare_retraining(identifier, images, labels)
         classifier.model.load_state_dict(initial)
         return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=sample_weights,
                                         transform=transform))
