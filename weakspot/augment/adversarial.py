@@ -531,6 +531,12 @@ class AdversarialAugment:
         self.conflicts_found_at, self.conflict_mask = progress, found
         return int(found.sum()), drops
 
+    def restart_at(self, progress: float) -> None:
+        """Training starts again from the initial weights at ``progress`` (``AdversarialRestart``): the pool's
+        conflicts, if any, count as found there, so ``conflict_refresh`` counts from the new start."""
+        if math.isfinite(self.conflicts_found_at):
+            self.conflicts_found_at = progress
+
     def refresh_conflicts(self, classifier: Classifier, progress: float) -> None:
         """Find the pool's conflicts again with the current model (``conflict_refresh``): a model the first
         ones pushed past balance (the cue now read as the other class's) gets the images it now gets wrong, so

@@ -13,7 +13,6 @@ Cost: the identification epochs and one round on top of ERM's epochs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +49,7 @@ class AdversarialRestart(Retraining):
                            ) -> tuple[torch.Tensor | None, BatchTransform | None]:
         # seeded by (seed, round 0) and run on the finished identification model: a resumed run rebuilds it
         self.loop.run_round(identifier, 0, float(self.identification_epochs))
-        if math.isfinite(self.loop.conflicts_found_at):  # ``conflict_refresh`` counts from the retraining's start
-            self.loop.conflicts_found_at = 0.0
+        self.loop.restart_at(0.0)
         self.details = {"identification_epochs": self.identification_epochs}
         # a round that kept nothing would be retried during the retraining: the retraining is ERM's instead
         return None, self.loop if len(self.loop.pool_labels) else None
