@@ -61,6 +61,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-spread-half", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                 "--spread", "0.5", "--adv-warmup", "1.5", "--refresh", "0.5",
                                                 "--rounds", "1", "--conflicts", "errors"]),
+    # each class's conflicting images joined by as many of its other training images (natural, unedited)
+    ("adversarial-agreements", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                               "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                               "--rounds", "1", "--conflicts", "errors", "--agreements"]),
     # the conflicting images found again with the current model every half epoch after the round
     ("adversarial-refresh", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                             "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",

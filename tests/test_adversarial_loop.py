@@ -421,6 +421,39 @@ def test_refreshed_conflicts_are_the_current_models_errors(button_data, button_m
         AdversarialAugment(mixed.images, mixed.labels, conflict_refresh=0.0)
 
 
+class ScriptedPredictor:
+    """Stands in for a model that gets exactly the images where ``wrong`` is set wrong (two classes)."""
+
+    def __init__(self, labels: torch.Tensor, wrong: torch.Tensor) -> None:
+        self.predictions = torch.where(wrong, 1 - labels, labels)
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.predictions[:len(images)], torch.ones(len(images))
+
+
+def test_agreements_join_each_classs_conflicts_in_equal_numbers():
+    """With ``agreements`` each class's conflicts (here: the model's errors) come with as many of its images the
+    model gets right, none of them a conflict, drawn the same way for the same seed; a refresh replaces both."""
+    mixed, _ = make_shortcut_dataset(24, 8, cue_rate=0.75, signal=0.0, seed=5)
+    labels = mixed.labels
+    wrong = torch.zeros(len(labels), dtype=torch.bool)
+    wrong[torch.nonzero(labels == 0).flatten()[:3]] = True
+    wrong[torch.nonzero(labels == 1).flatten()[:5]] = True
+    pools = []
+    for _ in range(2):
+        loop = AdversarialAugment(mixed.images, mixed.labels, agreements=True, conflict_refresh=0.5, seed=4)
+        assert loop.add_conflicts(ScriptedPredictor(labels, wrong), 1.0)[0] == 8
+        agreeing = loop.pool_sources == loop.conflict_source + 1
+        assert torch.equal(torch.bincount(loop.pool_labels[agreeing]), torch.tensor([3, 5]))
+        rows = [int(torch.nonzero((mixed.images == image).flatten(1).all(dim=1))[0]) for image in loop.pool_images[agreeing]]
+        assert not wrong[rows].any() and len(set(rows)) == 8
+        pools.append(loop.pool_images)
+    assert torch.equal(pools[0], pools[1])
+    loop.history.append(adversarial.RoundLog(1.0, 0, {}, 0.0))
+    loop.refresh_conflicts(ConstantPredictor(0), 1.5)  # every label-1 image is an error: no label-1 image agrees
+    assert torch.equal(torch.bincount(loop.pool_labels, minlength=2), torch.tensor([0, int((labels == 1).sum())]))
+
+
 @pytest.mark.parametrize("lead, keeps", [(0.0, False), (0.9, True)])
 def test_a_class_that_fails_the_gate_keeps_nothing_of_its_cues(button_data, button_model, monkeypatch, lead, keeps):
     _, test, _ = button_data

@@ -16,7 +16,9 @@ With ``conflicts`` the pool also gets, after a round that confirmed cues, the tr
 them (a class's images without its cue, other classes' images with it): by default the ones the current model
 gets wrong, or those found by erasing the cue zone (``cue_conflicts``). They are the natural images the shortcut
 gets wrong, which the spread's edited images do not stand for. With ``conflict_refresh`` they are found again
-with the current model every that many epochs after the round (off by default: docs/results.md).
+with the current model every that many epochs after the round (off by default: docs/results.md). With
+``agreements`` each class's conflicts come with as many of its training images that do not conflict (drawn at
+random, seeded), so the pool's natural images hold the cue as often as not in each class.
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept
@@ -223,6 +225,19 @@ DEFAULT_CONFLICTS = "errors"
 CONFLICT_CHUNK = 256  # images filled and predicted at a time: the median fill unfolds 25 cells per pixel
 
 
+def matching_agreements(conflicts: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Rows of training images that do not conflict, per class as many as it has conflicts (all, if fewer),
+    drawn by ``rng``. The conflicts alone make the pool's natural images all cue-conflicting, and with the
+    spread editing every clean image, a natural image with a class's cue is then seen only in the other
+    class: on held-out patch seeds 2 and 5 the loop's model read the patch as female (docs/results.md)."""
+    rows = []
+    for label in labels.unique().tolist():
+        wanted = int((conflicts & (labels == label)).sum())
+        candidates = torch.nonzero(~conflicts & (labels == label)).flatten().numpy()
+        rows.append(np.sort(rng.choice(candidates, size=min(wanted, len(candidates)), replace=False)))
+    return torch.from_numpy(np.concatenate(rows)).long() if rows else torch.empty(0, dtype=torch.long)
+
+
 def cue_conflicts(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank
                   ) -> tuple[torch.Tensor, dict[int, float]]:
     """Which of (images, labels) conflict with the bank's cues (``CONFLICT_SHARE``): the natural
@@ -419,7 +434,7 @@ class AdversarialAugment:
                  cache_explanations: bool = False, transplant: bool = True, cues_only: bool = True,
                  spread: float | None = None, gate: float | None = DEFAULT_GATE,
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
-                 accumulate_conflicts: bool = False, seed: int = 0) -> None:
+                 accumulate_conflicts: bool = False, agreements: bool = False, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -446,7 +461,7 @@ class AdversarialAugment:
         self.conflicts_found_at = math.inf  # epochs done when the pool's conflicts were last found
         self.conflict_source = 0  # the pool source index of the conflicts
         self.conflict_mask = torch.zeros(len(labels), dtype=torch.bool)  # which training images they are
-        self.accumulate_conflicts = accumulate_conflicts
+        self.accumulate_conflicts, self.agreements = accumulate_conflicts, agreements
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
@@ -507,6 +522,8 @@ class AdversarialAugment:
             self.conflict_source = len(counts)
             found, conflict_drop = self.add_conflicts(classifier, progress)
             counts = {**counts, "conflicts": found}
+            if self.agreements:
+                counts["agreements"] = int((self.pool_sources == self.conflict_source + 1).sum())
         reused = self.guidance_cache.hits - hits_before if self.guidance_cache else 0
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
                                      len(self.cues), {int(label): int(number) for label, number in
@@ -516,7 +533,8 @@ class AdversarialAugment:
     def add_conflicts(self, classifier: Classifier, progress: float,
                       earlier: torch.Tensor | None = None) -> tuple[int, dict[int, float]]:
         """Append to the pool the training images that conflict with the bank's cues for ``classifier``
-        (``conflicts``), with the ``earlier`` ones (a mask) when given; returns how many and, in "zone" mode,
+        (``conflicts``), with the ``earlier`` ones (a mask) when given, and with ``agreements`` their matches
+        (``matching_agreements``, the next source index); returns how many conflicts and, in "zone" mode,
         ``cue_conflicts``'s median drops."""
         drops: dict[int, float] = {}
         if self.conflicts == "errors":
@@ -528,6 +546,12 @@ class AdversarialAugment:
         self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
         self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
         self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), self.conflict_source)])
+        if self.agreements:
+            matched = matching_agreements(found, self.labels.cpu(), np.random.default_rng([self.seed, len(self.history),
+                                                                                            round(progress * 1000)]))
+            self.pool_images = torch.cat([self.pool_images, self.images[matched].cpu()])
+            self.pool_labels = torch.cat([self.pool_labels, self.labels[matched].cpu()])
+            self.pool_sources = torch.cat([self.pool_sources, torch.full((len(matched),), self.conflict_source + 1)])
         self.conflicts_found_at, self.conflict_mask = progress, found
         return int(found.sum()), drops
 
@@ -543,7 +567,7 @@ class AdversarialAugment:
         the pool corrects both ways instead of feeding one round's errors to the end. With
         ``accumulate_conflicts`` the earlier ones stay: the model fits the pool's images, so they stop being
         errors while the shortcut that made them is still there."""
-        kept = self.pool_sources != self.conflict_source
+        kept = self.pool_sources < self.conflict_source  # the conflicts and their agreements come last
         self.pool_images, self.pool_labels = self.pool_images[kept], self.pool_labels[kept]
         self.pool_sources = self.pool_sources[kept]
         found, _ = self.add_conflicts(classifier, progress, self.conflict_mask if self.accumulate_conflicts else None)

@@ -117,6 +117,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accumulate-conflicts", action=argparse.BooleanOptionalAction, default=False,
                         help="adversarial: with --conflict-refresh, keep the conflicting images found earlier "
                              "beside the current model's (default: replace them)")
+    parser.add_argument("--agreements", action=argparse.BooleanOptionalAction, default=False,
+                        help="adversarial: add with each class's conflicting images as many of its other training "
+                             "images, so the pool's natural images hold the cue as often as not (default off)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -143,6 +146,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
+                "agreements": args.agreements,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
