@@ -543,17 +543,18 @@ class AdversarialAugment:
             found, drops = cue_conflicts(classifier, self.images, self.labels, self.cues)
         if earlier is not None:
             found = found | earlier
-        self.pool_images = torch.cat([self.pool_images, self.images[found].cpu()])
-        self.pool_labels = torch.cat([self.pool_labels, self.labels[found].cpu()])
-        self.pool_sources = torch.cat([self.pool_sources, torch.full((int(found.sum()),), self.conflict_source)])
+        self.extend_pool(torch.nonzero(found).flatten(), self.conflict_source)
         if self.agreements:
-            matched = matching_agreements(found, self.labels.cpu(), np.random.default_rng([self.seed, len(self.history),
-                                                                                            round(progress * 1000)]))
-            self.pool_images = torch.cat([self.pool_images, self.images[matched].cpu()])
-            self.pool_labels = torch.cat([self.pool_labels, self.labels[matched].cpu()])
-            self.pool_sources = torch.cat([self.pool_sources, torch.full((len(matched),), self.conflict_source + 1)])
+            self.extend_pool(matching_agreements(found, self.labels.cpu(), np.random.default_rng(
+                [self.seed, len(self.history), round(progress * 1000)])), self.conflict_source + 1)
         self.conflicts_found_at, self.conflict_mask = progress, found
         return int(found.sum()), drops
+
+    def extend_pool(self, rows: torch.Tensor, source: int) -> None:
+        """Append those training images, unedited and with their labels, to the pool as pool source ``source``."""
+        self.pool_images = torch.cat([self.pool_images, self.images[rows].cpu()])
+        self.pool_labels = torch.cat([self.pool_labels, self.labels[rows].cpu()])
+        self.pool_sources = torch.cat([self.pool_sources, torch.full((len(rows),), source)])
 
     def restart_at(self, progress: float) -> None:
         """Training starts again from the initial weights at ``progress`` (``AdversarialRestart``): the pool's
