@@ -65,6 +65,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-agreements", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
                                                "--rounds", "1", "--conflicts", "errors", "--agreements"]),
+    # the dependence test rerun every quarter epoch after the round: the pool stays while it confirms a cue
+    ("adversarial-pool-check", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
+                                               "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
+                                               "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25"]),
     # the conflicting images found again with the current model every half epoch after the round
     ("adversarial-refresh", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                             "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",

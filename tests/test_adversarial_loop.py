@@ -506,3 +506,32 @@ def test_restart_counts_conflict_refreshes_from_the_retrainings_start(monkeypatc
     monkeypatch.setattr(loop, "run_round", round_with_conflicts)
     _, transform = AdversarialRestart(loop, identification_epochs=2).prepare_retraining(None, data.images, data.labels)
     assert transform is loop and loop.conflicts_found_at == 0.0
+
+
+def test_pool_check_keeps_the_pool_only_while_the_dependence_test_confirms_a_class(button_model, monkeypatch):
+    """With ``pool_check`` the dependence test reruns on the bank every that many epochs after the round: a
+    check that confirms no class takes the pool out of the stream (the spread stays), one that does puts it back."""
+    mixed, _ = make_shortcut_dataset(96, 48, cue_rate=0.75, signal=0.0, seed=5)
+    leads = {1: 0.9}
+    monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: dict(leads))
+    loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
+                              warmup_epochs=1.0, attack_options={"button": {"fills": ("median",)}}, gate=0.5,
+                              spread=1.0, pool_check=0.5)
+    loop.start_step(1.0, button_model)
+    assert len(loop.pool_labels) and len(loop.cues)
+    images, labels = mixed.images[:8], mixed.labels[:8]
+    assert len(loop(images, labels, button_model)[1]) == 12
+    loop.start_step(1.4, button_model)
+    assert loop.history[0].pool_checks == []
+    leads = {1: 0.2}
+    loop.start_step(1.5, button_model)
+    assert loop.history[0].pool_checks == [(1.5, {1: 0.2}, False)]
+    torch.manual_seed(0)
+    spread_only, kept_labels = loop(images, labels, button_model)
+    assert torch.equal(kept_labels, labels) and not torch.equal(spread_only, images)
+    leads = {0: 0.1, 1: 0.6}
+    loop.start_step(2.0, button_model)
+    assert loop.history[0].pool_checks[-1] == (2.0, {0: 0.1, 1: 0.6}, True)
+    assert len(loop(images, labels, button_model)[1]) == 12
+    with pytest.raises(WeakspotError, match="cue gate"):
+        AdversarialAugment(mixed.images, mixed.labels, gate=None, pool_check=0.5)

@@ -66,7 +66,7 @@ def test_a_number_or_off_flag_reads_off_as_none(text, value):
 
 
 @pytest.mark.parametrize("flag, text", [("--cue-gate", "1.5"), ("--cue-gate", "none"), ("--conflict-refresh", "0"),
-                                        ("--conflict-refresh", "nan")])
+                                        ("--conflict-refresh", "nan"), ("--pool-check", "-1")])
 def test_out_of_range_loop_flags_exit_2_naming_the_flag(flag, text, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["finetune", "--method", "adversarial", flag, text])

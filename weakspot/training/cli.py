@@ -120,6 +120,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agreements", action=argparse.BooleanOptionalAction, default=False,
                         help="adversarial: add with each class's conflicting images as many of its other training "
                              "images, so the pool's natural images hold the cue as often as not (default off)")
+    parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None,
+                        metavar="EPOCHS",
+                        help="adversarial: rerun the dependence test on the round's cues every EPOCHS after the "
+                             "round and keep the pool in the stream only while it confirms a class (default off)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -146,7 +150,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
-                "agreements": args.agreements,
+                "agreements": args.agreements, "pool_check": args.pool_check,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
