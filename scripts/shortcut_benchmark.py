@@ -65,7 +65,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-agreements", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
                                                "--rounds", "1", "--conflicts", "errors", "--agreements"]),
-    # the dependence test rerun every quarter epoch after the round: the pool stays while it confirms a cue
+    # the model's reading of the cues measured every quarter epoch after the round: the pool stays while a cue
+    # still pushes images towards its class
     ("adversarial-pool-check", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
                                                "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
                                                "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25"]),

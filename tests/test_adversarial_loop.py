@@ -508,14 +508,15 @@ def test_restart_counts_conflict_refreshes_from_the_retrainings_start(monkeypatc
     assert transform is loop and loop.conflicts_found_at == 0.0
 
 
-def test_pool_check_keeps_the_pool_only_while_the_dependence_test_confirms_a_class(button_model, monkeypatch):
-    """With ``pool_check`` the dependence test reruns on the bank every that many epochs after the round: a
-    check that confirms no class takes the pool out of the stream (the spread stays), one that does puts it back."""
+def test_pool_check_keeps_the_pool_only_while_a_cue_still_pushes_towards_its_class(button_model, monkeypatch):
+    """With ``pool_check`` the model's reading of the bank's cues is measured every that many epochs after the
+    round: a check where no class's cues push images towards it takes the pool out of the stream (the spread
+    stays), one where some do puts it back."""
     mixed, _ = make_shortcut_dataset(96, 48, cue_rate=0.75, signal=0.0, seed=5)
-    leads = {1: 0.9}
-    monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: dict(leads))
+    effects = {1: 0.3}
+    monkeypatch.setattr(adversarial, "cue_effects", lambda *args, **kwargs: dict(effects))
     loop = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
-                              warmup_epochs=1.0, attack_options={"button": {"fills": ("median",)}}, gate=0.5,
+                              warmup_epochs=1.0, attack_options={"button": {"fills": ("median",)}}, gate=None,
                               spread=1.0, pool_check=0.5)
     loop.start_step(1.0, button_model)
     assert len(loop.pool_labels) and len(loop.cues)
@@ -523,15 +524,41 @@ def test_pool_check_keeps_the_pool_only_while_the_dependence_test_confirms_a_cla
     assert len(loop(images, labels, button_model)[1]) == 12
     loop.start_step(1.4, button_model)
     assert loop.history[0].pool_checks == []
-    leads = {1: 0.2}
+    effects = {1: -0.05}
     loop.start_step(1.5, button_model)
-    assert loop.history[0].pool_checks == [(1.5, {1: 0.2}, False)]
+    assert loop.history[0].pool_checks == [(1.5, {1: -0.05}, False)]
     torch.manual_seed(0)
     spread_only, kept_labels = loop(images, labels, button_model)
     assert torch.equal(kept_labels, labels) and not torch.equal(spread_only, images)
-    leads = {0: 0.1, 1: 0.6}
+    effects = {0: -0.1, 1: 0.02}
     loop.start_step(2.0, button_model)
-    assert loop.history[0].pool_checks[-1] == (2.0, {0: 0.1, 1: 0.6}, True)
+    assert loop.history[0].pool_checks[-1] == (2.0, {0: -0.1, 1: 0.02}, True)
     assert len(loop(images, labels, button_model)[1]) == 12
-    with pytest.raises(WeakspotError, match="cue gate"):
-        AdversarialAugment(mixed.images, mixed.labels, gate=None, pool_check=0.5)
+    with pytest.raises(WeakspotError, match="needs transplant"):
+        AdversarialAugment(mixed.images, mixed.labels, transplant=False, pool_check=0.5)
+
+
+def test_cue_effects_are_signed_and_the_gate_reads_the_same_transplants(button_data, button_model):
+    """``cue_effects`` is the mean rise of the cue class's probability over the transplants against their
+    controls: a bank whose cue is the planted button raises p(class 1) in class-0 images; a model that reads the
+    button as class 0 gives the same transplants a negative effect."""
+    _, test, _ = button_data
+    images, labels = test.images[:32], test.labels[:32]
+    result = create_attack("button", button_model, budget=80, fills=("median",))(images, labels)
+    _, _, donors, masks = transplant_cues(button_model, images, labels, result, 0.0, torch.Generator().manual_seed(0))
+    bank = adversarial.CueBank(images[donors], masks, labels[donors], ("median",) * len(donors))
+    assert len(bank) and set(bank.labels.tolist()) == {1}
+    effects = adversarial.cue_effects(button_model, images, labels, bank, torch.Generator().manual_seed(1))
+    assert effects[1] > 0.1
+    assert adversarial.cue_effects(SwappedClasses(button_model), images, labels, bank,
+                                   torch.Generator().manual_seed(1))[1] == pytest.approx(-effects[1], abs=1e-5)
+
+
+class SwappedClasses:
+    """Stands in for a model that reads every cue as the other class's: ``model``'s two class probabilities swapped."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_proba(images).flip(1)

@@ -19,9 +19,10 @@ gets wrong, which the spread's edited images do not stand for. With ``conflict_r
 with the current model every that many epochs after the round (off by default: docs/results.md). With
 ``agreements`` each class's conflicts come with as many of its training images that do not conflict (drawn at
 random, seeded), so the pool's natural images hold the cue as often as not in each class. With ``pool_check`` the
-dependence test runs again on the bank every that many epochs after the round, and the pool stays in the stream
-only while it still confirms a class: every pool source holds the cue on the other side of the label, so a pool
-kept to the end can push the model past balance (the spread, blind to the label, stays).
+model's reading of the bank's cues is measured every that many epochs after the round (``cue_effects``), and the
+pool stays in the stream only while some class's cues still push images towards it: every pool source holds the
+cue on the other side of the label, so a pool kept to the end can push the model past balance (the spread,
+blind to the label, stays).
 
 It plugs into ``weakspot.training.fit`` as a training-stream transform: ``start_step`` runs one attack
 round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs until ``rounds`` of them kept
@@ -102,7 +103,7 @@ class RoundLog:
     gate_lead: dict[str, float] = field(default_factory=dict)  # "attack:class": cue minus control flip share
     conflict_drop: dict[int, float] = field(default_factory=dict)  # per confirmed class: ``cue_conflicts``'s median
     conflict_refreshes: list[tuple[float, int]] = field(default_factory=list)  # (epoch, conflicts found) after it
-    pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, leads, pool on)
+    pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, effects, pool on)
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -301,22 +302,16 @@ def transplant_cues(classifier: Classifier, images: torch.Tensor, labels: torch.
     return transplanted[fooled], labels[recipient_rows][fooled], donor_rows[fooled], masks[fooled]
 
 
-def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
-                        generator: torch.Generator, recipients: int = GATE_RECIPIENTS) -> dict[int, float]:
-    """Per class of the bank's cues, how much more often its cues flip a correctly classified image of another
-    class than a control does (a share of transplants, in [-1, 1]); see ``DEFAULT_GATE``.
-
-    Each cue is pasted at its place into ``recipients`` random images (of ``images``) of another class that the
-    model gets right; its control is the same donor's pixels under the same mask moved to a random place that
-    fits. A class whose lead is small has cues that do not act alike across images: evidence of that image,
-    not a shortcut, and training the model off it costs accuracy where nothing needed fixing."""
-    if not len(bank):
-        return {}
-    correct = classifier.predict_proba(images).argmax(dim=1).cpu() == labels
+def paste_cues(images: torch.Tensor, labels: torch.Tensor, bank: CueBank, eligible: torch.Tensor,
+               generator: torch.Generator, recipients: int = GATE_RECIPIENTS
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each of the bank's cues pasted at its place into ``recipients`` random ``eligible`` images of another class,
+    and its control: the same donor's pixels under the same mask moved to a random place that fits. Returns the
+    cue images, the control images, the recipients' labels and the cue's class per transplant."""
     height, width = images.shape[-2:]
-    cue_images, control_images, recipient_labels, cue_class = [], [], [], []
+    cue_images, control_images, recipient_labels, cue_class = [images[:0]], [images[:0]], [labels[:0]], [labels[:0]]
     for index in range(len(bank)):
-        others = torch.nonzero(correct & (labels != bank.labels[index])).flatten()
+        others = torch.nonzero(eligible & (labels != bank.labels[index])).flatten()
         if not len(others):
             continue
         chosen = others[torch.randint(len(others), (recipients,), generator=generator)]
@@ -330,13 +325,41 @@ def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: to
                                           donor))
         recipient_labels.append(labels[chosen])
         cue_class.append(bank.labels[index].expand(recipients))
-    if not cue_images:
+    return torch.cat(cue_images), torch.cat(control_images), torch.cat(recipient_labels), torch.cat(cue_class)
+
+
+def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
+                        generator: torch.Generator, recipients: int = GATE_RECIPIENTS) -> dict[int, float]:
+    """Per class of the bank's cues, how much more often its cues flip a correctly classified image of another
+    class than a control does (a share of transplants, in [-1, 1]; ``paste_cues``); see ``DEFAULT_GATE``.
+    A class whose lead is small has cues that do not act alike across images: evidence of that image,
+    not a shortcut, and training the model off it costs accuracy where nothing needed fixing."""
+    if not len(bank):
         return {}
-    targets, classes = torch.cat(recipient_labels), torch.cat(cue_class)
-    flipped = [fooling(classifier.predict_proba(torch.cat(batch)).cpu(), targets)
-               for batch in (cue_images, control_images)]
+    correct = classifier.predict_proba(images).argmax(dim=1).cpu() == labels
+    cue_images, control_images, targets, classes = paste_cues(images, labels, bank, correct, generator, recipients)
+    if not len(targets):
+        return {}
+    flipped = [fooling(classifier.predict_proba(batch).cpu(), targets) for batch in (cue_images, control_images)]
     return {int(label): float(flipped[0][classes == label].float().mean() - flipped[1][classes == label].float().mean())
             for label in classes.unique()}
+
+
+def cue_effects(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
+                generator: torch.Generator, recipients: int = GATE_RECIPIENTS) -> dict[int, float]:
+    """Per class of the bank's cues, how much its cues raise the model's probability of that class in images of
+    another class, against their controls (``paste_cues``; mean over transplants, in [-1, 1]). Signed, unlike
+    ``confirm_cue_classes``: below zero the model reads the cue as evidence for the other class."""
+    if not len(bank):
+        return {}
+    cue_images, control_images, _, classes = paste_cues(images, labels, bank, torch.ones_like(labels, dtype=torch.bool),
+                                                        generator, recipients)
+    if not len(classes):
+        return {}
+    rows = torch.arange(len(classes))
+    shift = (classifier.predict_proba(cue_images).cpu()[rows, classes]
+             - classifier.predict_proba(control_images).cpu()[rows, classes])
+    return {int(label): float(shift[classes == label].mean()) for label in classes.unique()}
 
 
 @dataclass
@@ -461,12 +484,11 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
-        if pool_check is not None and self.gate is None:
-            raise WeakspotError("adversarial loop: the pool check reruns the dependence test; it needs transplants "
-                                "and a cue gate")
+        if pool_check is not None and not transplant:
+            raise WeakspotError("adversarial loop: the pool check measures the transplanted cues; it needs transplant")
         self.pool_check = pool_check
         self.pool_checked_at = math.inf  # epochs done when the dependence test last ran on the bank
-        self.pool_active = True  # False once a pool check confirmed no class: the spread alone
+        self.pool_active = True  # False once a pool check found no cue that still pushes towards its class
         if conflicts not in (*CONFLICT_MODES, None):
             raise WeakspotError(f"adversarial loop: conflicts must be one of {', '.join(CONFLICT_MODES)} or None")
         self.conflicts, self.conflict_refresh = conflicts, conflict_refresh
@@ -593,9 +615,9 @@ class AdversarialAugment:
         self.history[-1].conflict_refreshes.append((round(progress, 4), found))
 
     def check_pool(self, classifier: Classifier, progress: float) -> None:
-        """Run the dependence test (``confirm_cue_classes``) on the bank's cues with the current model, on a
-        fresh seeded ``fraction`` of the training images; the pool stays in the stream only while some class
-        still leads by ``gate``. Every pool source holds a cue on the other side of the label (removals and
+        """Measure how the current model reads the bank's cues (``cue_effects``) on a fresh seeded ``fraction``
+        of the training images; the pool stays in the stream only while some class's cues still push images
+        towards it. Every pool source holds a cue on the other side of the label (removals and
         transplants by construction, conflicts as the shortcut's errors), so a pool kept to the end pushes a
         model that has stopped reading the cue on to reading it as the other class's: on held-out patch seeds
         2 and 5 the loop called 70-83% of patched males female (docs/results.md)."""
@@ -603,11 +625,10 @@ class AdversarialAugment:
         count = max(1, int(round(self.fraction * len(self.labels))))
         sample = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        leads = confirm_cue_classes(classifier, self.images[sample].cpu(), self.labels[sample].cpu(), self.cues,
-                                    generator)
-        self.pool_active = any(lead >= self.gate for lead in leads.values())
+        effects = cue_effects(classifier, self.images[sample].cpu(), self.labels[sample].cpu(), self.cues, generator)
+        self.pool_active = any(effect > 0 for effect in effects.values())
         self.pool_checked_at = progress
-        self.history[-1].pool_checks.append((round(progress, 4), leads, self.pool_active))
+        self.history[-1].pool_checks.append((round(progress, 4), effects, self.pool_active))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,8 +122,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              "images, so the pool's natural images hold the cue as often as not (default off)")
     parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None,
                         metavar="EPOCHS",
-                        help="adversarial: rerun the dependence test on the round's cues every EPOCHS after the "
-                             "round and keep the pool in the stream only while it confirms a class (default off)")
+                        help="adversarial: measure how the model reads the round's cues every EPOCHS after the "
+                             "round and keep the pool in the stream only while some class's cues still push images "
+                             "towards it (default off)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
