@@ -42,7 +42,14 @@ from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 from weakspot.training.loop import KEEP_CHOICES
 
-PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1"]
+PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
+                 "--pool-check", "off"]
+# The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
+# default it was measured against with its own changes appended.
+LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
+        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25"]
+# the default from 2026-12-03 (fourth session) until the pool check (seventh session)
+NO_POOL_CHECK = [*LOOP, "--pool-check", "off"]
 # Table rows in order: (row name, finetune --method, its flags).
 METHODS: list[tuple[str, str, list[str]]] = [
     ("erm", "erm", []),
@@ -50,57 +57,41 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0",
-                                    "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors"]),
+    ("adversarial", "adversarial", LOOP),
+    # the pool kept in the stream to the end of the run, whatever the model's reading of the cues
+    ("adversarial-no-pool-check", "adversarial", NO_POOL_CHECK),
     # the same without the natural cue-conflicting images in the pool (the default before 2026-12-03, fourth session)
-    ("adversarial-no-conflicts", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                                 "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                                 "--rounds", "1", "--conflicts", "off"]),
+    ("adversarial-no-conflicts", "adversarial", [*NO_POOL_CHECK, "--conflicts", "off"]),
     # half the clean images edited by the spread: with the pool's cue-conflicting half of the stream, a 95/5 cue
     # is about balanced in the stream (at spread 1.0 the pool reverses it; docs/results.md)
-    ("adversarial-spread-half", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                                "--spread", "0.5", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                                "--rounds", "1", "--conflicts", "errors"]),
+    ("adversarial-spread-half", "adversarial", [*NO_POOL_CHECK, "--spread", "0.5"]),
     # each class's conflicting images joined by as many of its other training images (natural, unedited)
-    ("adversarial-agreements", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                               "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                               "--rounds", "1", "--conflicts", "errors", "--agreements"]),
-    # the model's reading of the cues measured every quarter epoch after the round: the pool stays while a cue
-    # still pushes images towards its class
-    ("adversarial-pool-check", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                               "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                               "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25"]),
+    ("adversarial-agreements", "adversarial", [*NO_POOL_CHECK, "--agreements"]),
     # the conflicting images found again with the current model every half epoch after the round
-    ("adversarial-refresh", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                            "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                            "--rounds", "1", "--conflicts", "errors", "--conflict-refresh", "0.5"]),
+    ("adversarial-refresh", "adversarial", [*NO_POOL_CHECK, "--conflict-refresh", "0.5"]),
     # the same, the conflicting images found earlier kept beside the current model's
-    ("adversarial-refresh-union", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                                  "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                                  "--rounds", "1", "--conflicts", "errors", "--conflict-refresh",
-                                                  "0.5", "--accumulate-conflicts"]),
+    ("adversarial-refresh-union", "adversarial", [*NO_POOL_CHECK, "--conflict-refresh", "0.5",
+                                                  "--accumulate-conflicts"]),
     # the conflicting images found by erasing the cue zone instead of the model's errors
-    ("adversarial-zone", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.15",
-                                         "--spread", "1.0", "--adv-warmup", "1.5", "--refresh", "0.5",
-                                         "--rounds", "1", "--conflicts", "zone"]),
+    ("adversarial-zone", "adversarial", [*NO_POOL_CHECK, "--conflicts", "zone"]),
     # the same on a quarter of the training images (the round's share before 2026-12-03, third session)
-    ("adversarial-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25", "--spread", "1.0",
-                                        "--adv-warmup", "1.5", "--refresh", "0.5", "--rounds", "1"]),
+    ("adversarial-f25", "adversarial", [*NO_POOL_CHECK, "--fraction", "0.25"]),
     # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
     ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                               "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2"]),
+                                               "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
+                                               "--pool-check", "off"]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                            "--spread", "1.0", "--adv-restart", "2"]),
+                                            "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off"]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                              "--spread", "1.0", "--adv-warmup", "1"]),
+                                              "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off"]),
     # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
     ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                 "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                                "--mix-ratio", "0"]),
+                                                "--mix-ratio", "0", "--pool-check", "off"]),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

@@ -53,7 +53,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
-                                              DEFAULT_FRACTION, DEFAULT_GATE,
+                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD, DEFAULT_WARMUP)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, off_or_number, positive_int
@@ -120,11 +120,11 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agreements", action=argparse.BooleanOptionalAction, default=False,
                         help="adversarial: add with each class's conflicting images as many of its other training "
                              "images, so the pool's natural images hold the cue as often as not (default off)")
-    parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None,
-                        metavar="EPOCHS",
+    parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"),
+                        default=DEFAULT_POOL_CHECK, metavar="EPOCHS",
                         help="adversarial: measure how the model reads the round's cues every EPOCHS after the "
                              "round and keep the pool in the stream only while some class's cues still push images "
-                             "towards it (default off)")
+                             f"towards it (default {DEFAULT_POOL_CHECK}; 'off' keeps it to the end; needs transplants)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
