@@ -491,7 +491,7 @@ class AdversarialAugment:
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.pool_check = pool_check if transplant else None  # the check measures the transplanted cues
-        self.pool_checked_at = math.inf  # epochs done when the dependence test last ran on the bank
+        self.pool_checked_at = math.inf  # epochs done when the pool check last measured the bank's cues
         self.pool_active = True  # False once a pool check found no cue that still pushes towards its class
         if conflicts not in (*CONFLICT_MODES, None):
             raise WeakspotError(f"adversarial loop: conflicts must be one of {', '.join(CONFLICT_MODES)} or None")
@@ -547,8 +547,8 @@ class AdversarialAugment:
         started = time.perf_counter()
         hits_before = self.guidance_cache.hits if self.guidance_cache else 0
         rng = np.random.default_rng([self.seed, index])
-        count = max(1, int(round(self.fraction * len(self.labels))))
-        chosen = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
+        chosen = self.sample_rows(rng)
+        count = len(chosen)
         # seeded generators only (attacks, transplant pairs): the training stream's RNG is not moved, so a round
         # that keeps nothing leaves training exactly as ERM's with the same seed
         harvest = collect_adversarial(
@@ -571,6 +571,11 @@ class AdversarialAugment:
                                      len(self.cues), {int(label): int(number) for label, number in
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
                                      harvest.gate_lead, conflict_drop))
+
+    def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
+        """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""
+        count = max(1, int(round(self.fraction * len(self.labels))))
+        return torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
 
     def add_conflicts(self, classifier: Classifier, progress: float,
                       earlier: torch.Tensor | None = None) -> tuple[int, dict[int, float]]:
@@ -626,8 +631,7 @@ class AdversarialAugment:
         model that has stopped reading the cue on to reading it as the other class's: on held-out patch seeds
         2 and 5 the loop called 70-83% of patched males female (docs/results.md)."""
         rng = np.random.default_rng([self.seed, len(self.history), round(progress * 1000)])
-        count = max(1, int(round(self.fraction * len(self.labels))))
-        sample = torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
+        sample = self.sample_rows(rng)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         effects = cue_effects(classifier, self.images[sample].cpu(), self.labels[sample].cpu(), self.cues, generator)
         self.pool_active = any(effect > 0 for effect in effects.values())
