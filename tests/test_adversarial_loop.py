@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -551,6 +552,27 @@ def test_cue_effects_are_signed_and_the_gate_reads_the_same_transplants(button_d
     assert effects[1] > 0.1
     assert adversarial.cue_effects(SwappedClasses(button_model), images, labels, bank,
                                    torch.Generator().manual_seed(1))[1] == pytest.approx(-effects[1], abs=1e-5)
+
+
+def test_a_pool_check_pastes_at_most_its_share_of_cues_per_class(button_model, monkeypatch):
+    """A check measures at most ``POOL_CHECK_CUES`` cues of each class, seeded: a class with fewer keeps all of
+    them, and the cues it keeps are the bank's own (image, mask, label)."""
+    bank = adversarial.CueBank(torch.rand(23, 3, 8, 8), torch.rand(23, 8, 8) > 0.5, torch.tensor([0] * 20 + [1] * 3),
+                               ("median",) * 23)
+    subset = bank.at_most(5, np.random.default_rng(0))
+    assert torch.bincount(subset.labels).tolist() == [5, 3]
+    rows = [next(row for row in range(len(bank)) if torch.equal(bank.images[row], image)) for image in subset.images]
+    assert torch.equal(bank.masks[rows], subset.masks) and torch.equal(bank.labels[rows], subset.labels)
+    assert torch.equal(bank.at_most(5, np.random.default_rng(0)).images, subset.images)
+    measured: list[int] = []
+    monkeypatch.setattr(adversarial, "cue_effects", lambda classifier, images, labels, cues, generator:
+                        measured.append(len(cues)) or {0: 0.1})
+    monkeypatch.setattr(adversarial, "POOL_CHECK_CUES", 2)
+    data, _ = make_shortcut_dataset(16, 8, cue_rate=0.75, signal=0.0, seed=5)
+    loop = AdversarialAugment(data.images, data.labels, pool_check=0.5)
+    loop.cues, loop.history = bank, [adversarial.RoundLog(1.0, 8, {}, 0.0)]
+    loop.check_pool(button_model, 1.5)
+    assert measured == [4] and loop.pool_active
 
 
 class SwappedClasses:

@@ -67,6 +67,9 @@ DEFAULT_REFRESH = 0.5
 # sticker, seeds 0-4; docs/results.md, seventh session): the button's pool stayed on to the end on all five, and
 # sticker seed 2, whose pool had turned the sticker into a female cue (worst group 22.1%), ended at 48.4%.
 DEFAULT_POOL_CHECK = 0.25
+# Cues per class a pool check pastes (each into GATE_RECIPIENTS images, and its control): the whole bank made the
+# checks cost 0.19x ERM's training time on the button (58 cues, five checks; docs/results.md, eighth session).
+POOL_CHECK_CUES = 16
 
 # A round attacks thousands of images, so the loop's attacks use cheaper guidance than the attacks'
 # defaults, the ``median`` fill (it erases a small cue and looks like absence, where ``mean`` leaves a flat
@@ -183,6 +186,14 @@ class CueBank:
         """The cues where the boolean ``keep`` is set."""
         return CueBank(self.images[keep], self.masks[keep], self.labels[keep],
                        tuple(fill for fill, kept in zip(self.fills, keep.tolist()) if kept))
+
+    def at_most(self, per_class: int, rng: np.random.Generator) -> CueBank:
+        """At most ``per_class`` cues of each class, drawn by ``rng`` (all of a class that has fewer)."""
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        for label in self.labels.unique():
+            rows = torch.nonzero(self.labels == label).flatten().numpy()
+            keep[torch.from_numpy(rng.choice(rows, size=min(per_class, len(rows)), replace=False))] = True
+        return self.select(keep)
 
     def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
         """The cue zone (``ZONE_SHARE``) of each label's class, (len(cue_labels), H, W)."""
@@ -624,8 +635,8 @@ class AdversarialAugment:
         self.history[-1].conflict_refreshes.append((round(progress, 4), found))
 
     def check_pool(self, classifier: Classifier, progress: float) -> None:
-        """Measure how the current model reads the bank's cues (``cue_effects``) on a fresh seeded ``fraction``
-        of the training images; the pool stays in the stream only while some class's cues still push images
+        """Measure how the current model reads the bank's cues (``cue_effects``, at most ``POOL_CHECK_CUES`` of
+        each class) on a fresh seeded ``fraction`` of the training images; the pool stays in the stream only while some class's cues still push images
         towards it. Every pool source holds a cue on the other side of the label (removals and
         transplants by construction, conflicts as the shortcut's errors), so a pool kept to the end pushes a
         model that has stopped reading the cue on to reading it as the other class's: on held-out patch seeds
@@ -633,7 +644,8 @@ class AdversarialAugment:
         rng = np.random.default_rng([self.seed, len(self.history), round(progress * 1000)])
         sample = self.sample_rows(rng)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        effects = cue_effects(classifier, self.images[sample].cpu(), self.labels[sample].cpu(), self.cues, generator)
+        effects = cue_effects(classifier, self.images[sample].cpu(), self.labels[sample].cpu(),
+                              self.cues.at_most(POOL_CHECK_CUES, rng), generator)
         self.pool_active = any(effect > 0 for effect in effects.values())
         self.pool_checked_at = progress
         self.history[-1].pool_checks.append((round(progress, 4), effects, self.pool_active))
