@@ -67,8 +67,9 @@ DEFAULT_REFRESH = 0.5
 # sticker, seeds 0-4; docs/results.md, seventh session): the button's pool stayed on to the end on all five, and
 # sticker seed 2, whose pool had turned the sticker into a female cue (worst group 22.1%), ended at 48.4%.
 DEFAULT_POOL_CHECK = 0.25
-# Cues per class a pool check pastes (each into GATE_RECIPIENTS images, and its control): the whole bank made the
-# checks cost 0.19x ERM's training time on the button (58 cues, five checks; docs/results.md, eighth session).
+# Cues per class a pool check pastes (each into GATE_RECIPIENTS images, and its control). With the whole bank (31-62
+# cues on the button, five checks) the button's loop took 2.08x ERM's training time, with 16 per class 1.87x and the
+# same models (tuning seeds 0-4; docs/results.md, eighth session).
 POOL_CHECK_CUES = 16
 
 # A round attacks thousands of images, so the loop's attacks use cheaper guidance than the attacks'
@@ -636,11 +637,11 @@ class AdversarialAugment:
 
     def check_pool(self, classifier: Classifier, progress: float) -> None:
         """Measure how the current model reads the bank's cues (``cue_effects``, at most ``POOL_CHECK_CUES`` of
-        each class) on a fresh seeded ``fraction`` of the training images; the pool stays in the stream only while some class's cues still push images
-        towards it. Every pool source holds a cue on the other side of the label (removals and
-        transplants by construction, conflicts as the shortcut's errors), so a pool kept to the end pushes a
-        model that has stopped reading the cue on to reading it as the other class's: on held-out patch seeds
-        2 and 5 the loop called 70-83% of patched males female (docs/results.md)."""
+        each class) on a fresh seeded ``fraction`` of the training images; the pool stays in the stream only while
+        some class's cues still push images towards it. Every pool source holds a cue on the other side of the
+        label (removals and transplants by construction, conflicts as the shortcut's errors), so a pool kept to the
+        end pushes a model that has stopped reading the cue on to reading it as the other class's: on held-out
+        patch seeds 2 and 5 the loop called 70-83% of patched males female (docs/results.md)."""
         rng = np.random.default_rng([self.seed, len(self.history), round(progress * 1000)])
         sample = self.sample_rows(rng)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
