@@ -193,7 +193,7 @@ class CueBank:
         keep = torch.zeros(len(self), dtype=torch.bool)
         for label in self.labels.unique():
             rows = torch.nonzero(self.labels == label).flatten().numpy()
-            keep[torch.from_numpy(rng.choice(rows, size=min(per_class, len(rows)), replace=False))] = True
+            keep[torch.from_numpy(draw_at_most(rows, per_class, rng))] = True
         return self.select(keep)
 
     def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
@@ -247,6 +247,11 @@ DEFAULT_CONFLICTS = "errors"
 CONFLICT_CHUNK = 256  # images filled and predicted at a time: the median fill unfolds 25 cells per pixel
 
 
+def draw_at_most(candidates: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` of the ``candidates`` (all, if fewer), drawn by ``rng`` without replacement, sorted."""
+    return np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
+
+
 def matching_agreements(conflicts: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Rows of training images that do not conflict, per class as many as it has conflicts (all, if fewer),
     drawn by ``rng``. The conflicts alone make the pool's natural images all cue-conflicting, and with the
@@ -256,7 +261,7 @@ def matching_agreements(conflicts: torch.Tensor, labels: torch.Tensor, rng: np.r
     for label in labels.unique().tolist():
         wanted = int((conflicts & (labels == label)).sum())
         candidates = torch.nonzero(~conflicts & (labels == label)).flatten().numpy()
-        rows.append(np.sort(rng.choice(candidates, size=min(wanted, len(candidates)), replace=False)))
+        rows.append(draw_at_most(candidates, wanted, rng))
     return torch.from_numpy(np.concatenate(rows)).long() if rows else torch.empty(0, dtype=torch.long)
 
 
