@@ -13,7 +13,8 @@ groups label x race; the split is then the seeded 70/15/15 of ``weakspot train``
 
 ``--combine`` prints, per method, the mean over the saved runs (one per ``--seed``: each seed draws its own
 subset, split and initialisation) of the worst-group accuracy, its gain over ERM in the same run, the
-clean-test accuracy and the training time ratio to ERM. Tables of the same ``--data`` and ``--seed`` are
+clean-test accuracy and the training time ratio to ERM; worst group and gain with their standard error over
+runs, and with ``--versus METHOD`` each method's paired worst-group difference to METHOD. Tables of the same ``--data`` and ``--seed`` are
 merged into one run (ERM run once, other methods saved later to their own ``--json``); a method in several
 of them keeps the row of the last one given.
 
@@ -31,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -108,6 +111,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                         help="only summarise saved --json tables (one per seed) and exit")
+    parser.add_argument("--versus", default=None, metavar="METHOD",
+                        help="with --combine: each method's mean worst-group difference to METHOD in the same runs")
     parser.add_argument("--data", help="a folder written by `weakspot data shortcut`")
     parser.add_argument("--label", default="gender")
     parser.add_argument("--groups", default="cue",
@@ -189,17 +194,29 @@ def print_table(rows: list[dict]) -> None:
     Console(width=200).print(table)
 
 
-def print_combined(paths: list[str]) -> None:
+def mean_and_error(values: list[float], signed: bool = False) -> str:
+    """Mean +- standard error over runs (sample standard deviation / sqrt(runs)), in points (values are
+    shares): single runs of this benchmark move by several points, so a difference of means is read against it."""
+    mean = f"{100 * statistics.fmean(values):{'+' if signed else ''}.1f}"
+    if len(values) < 2:
+        return f"{mean} +- -"
+    return f"{mean} +- {100 * statistics.stdev(values) / math.sqrt(len(values)):.1f}"
+
+
+def print_combined(paths: list[str], versus: str | None = None) -> None:
     """Mean over runs (seeds) per method: worst group, gain over the same run's ERM, test and clean test
-    accuracy, time x ERM."""
+    accuracy, time x ERM; with ``versus``, the mean worst-group difference to that method in the same runs.
+    Worst group, gain and difference carry their standard error over runs."""
     runs_by_key: dict[tuple[str, int], dict[str, dict]] = {}
     for path in paths:  # tables of one data folder and seed are one run: ERM saved once, methods added later
         table = json.loads(Path(path).read_text())
         runs_by_key.setdefault((str(Path(table["data"]).resolve()), table["seed"]), {}).update(
             {row["method"]: row for row in table["methods"]})
     runs = list(runs_by_key.values())
-    table = Table(title=f"Mean over {len(runs)} runs (seeds) of {len(paths)} table(s)")
-    for column in ("method", "runs", "worst group", "per run", "gain over ERM", "test acc", "clean-test acc", "train x ERM"):
+    table = Table(title=f"Mean over {len(runs)} runs (seeds) of {len(paths)} table(s); +- standard error over runs")
+    columns = ["method", "runs", "worst group %", "per run", "gain over ERM (points)",
+               *([f"minus {versus} (points, runs)"] if versus else []), "test acc", "clean-test acc", "train x ERM"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     methods = list(dict.fromkeys(name for run in runs for name in run))
     for name in methods:
@@ -211,17 +228,22 @@ def print_combined(paths: list[str]) -> None:
         test = [run[name]["test_accuracy"] for run in present]
         clean = [run[name]["clean_test_accuracy"] for run in present if run[name]["clean_test_accuracy"] is not None]
         ratios = [run[name]["train_seconds"] / run["erm"]["train_seconds"] for run in present]
-        table.add_row(name, str(len(present)), f"{sum(worst) / len(worst):.1%}", " ".join(f"{value:.1%}" for value in worst),
-                      f"{100 * sum(gains) / len(gains):+.1f} points", f"{sum(test) / len(test):.1%}",
+        compared = []
+        if versus:
+            differences = [run[name]["worst_group_accuracy"] - run[versus]["worst_group_accuracy"]
+                           for run in present if versus in run]
+            compared = [f"{mean_and_error(differences, signed=True)} ({len(differences)})" if differences else "-"]
+        table.add_row(name, str(len(present)), mean_and_error(worst), " ".join(f"{value:.1%}" for value in worst),
+                      mean_and_error(gains, signed=True), *compared, f"{sum(test) / len(test):.1%}",
                       f"{sum(clean) / len(clean):.1%}" if clean else "-",
                       f"{sum(ratios) / len(ratios):.2f}")
-    Console(width=200).print(table)
+    Console(width=220).print(table)
 
 
 def main() -> int:
     args = parse_args()
     if args.combine:
-        print_combined(args.combine)
+        print_combined(args.combine, args.versus)
         return 0
     if not args.data or not args.work:
         raise SystemExit("--data and --work are required (or --combine)")

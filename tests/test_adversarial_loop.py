@@ -250,7 +250,7 @@ def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(butt
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_model):
+def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_model, monkeypatch):
     """A round draws from seeded generators only: training after a round that keeps nothing is ERM's."""
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:16], test.labels[:16], fraction=1.0, budget=80, warmup_epochs=0,
@@ -260,8 +260,10 @@ def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_m
     loop.start_step(0, button_model)
     assert len(loop.history) == 1 and torch.equal(torch.get_rng_state(), state)
     assert loop.empty_rounds == 0 and len(loop.pool_labels)
+    # every class's lead under the gate (a real lead can reach 1.0, the highest gate, on some machines' numerics)
+    monkeypatch.setattr(adversarial, "confirm_cue_classes", lambda *args, **kwargs: {0: -1.0, 1: -1.0})
     strict = AdversarialAugment(test.images[:16], test.labels[:16], fraction=1.0, budget=80, warmup_epochs=0,
-                                rounds=1, attack_options={"button": {"fills": ("median",)}}, gate=1.0, seed=0)
+                                rounds=1, attack_options={"button": {"fills": ("median",)}}, gate=0.15, seed=0)
     strict.start_step(0, button_model)
     assert len(strict.pool_labels) == 0 and strict.empty_rounds == 1 and strict.due_round(1) == 1  # retried
 

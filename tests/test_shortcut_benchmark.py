@@ -118,9 +118,11 @@ def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
               "both1.json": (1, [row("erm", 0.5, 100), row("adversarial", 0.6, 300)])}
     for name, (seed, rows) in tables.items():
         (tmp_path / name).write_text(json.dumps({"data": str(tmp_path / "data"), "seed": seed, "methods": rows}))
-    benchmark.print_combined([str(tmp_path / name) for name in tables])
+    benchmark.print_combined([str(tmp_path / name) for name in tables], versus="erm")
     out = capsys.readouterr().out
     assert "Mean over 2 runs (seeds) of 3 table(s)" in out
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
-    assert "65.0%" in lines["adversarial"] and "+20.0 points" in lines["adversarial"] and "2.50" in lines["adversarial"]
-    assert "45.0%" in lines["erm"]
+    # worst group 70% and 60%: mean 65.0, standard error 7.07 / sqrt(2) = 5.0; gains +30 and +10: 20.0 +- 10.0
+    assert "65.0 +- 5.0" in lines["adversarial"] and "+20.0 +- 10.0" in lines["adversarial"]
+    assert "2.50" in lines["adversarial"] and "+20.0 +- 10.0 (2)" in lines["adversarial"]  # minus erm: the gain
+    assert "45.0 +- 5.0" in lines["erm"] and "+0.0 +- 0.0 (2)" in lines["erm"]
