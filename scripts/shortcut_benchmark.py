@@ -61,6 +61,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
+    # the spread erases a cue with the zone of a batch image of another class instead of the fill
+    ("adversarial-swap", "adversarial", [*LOOP, "--spread-erase", "swap"]),
     # the pool kept in the stream to the end of the run, whatever the model's reading of the cues
     ("adversarial-no-pool-check", "adversarial", NO_POOL_CHECK),
     # the same without the natural cue-conflicting images in the pool (the default before 2026-12-03, fourth session)

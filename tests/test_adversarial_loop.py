@@ -226,6 +226,30 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
         AdversarialAugment(images, labels, spread=1.5)
 
 
+def test_swap_erase_puts_in_the_zone_of_a_batch_image_of_another_class():
+    """With the batch's labels, an erased cue's zone comes from a batch image of another class than the cue's
+    (its natural absence), a pasted one from the donor; a batch with no such image falls back to the fill."""
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 2:4, 2:4] = True
+    bank = adversarial.CueBank(torch.full((2, 3, 8, 8), 0.9), masks, torch.tensor([1, 1]), ("median", "median"))
+    zone = bank.zone_of[1]
+    batch = torch.arange(40, dtype=torch.float32).div(100).view(40, 1, 1, 1).expand(40, 3, 8, 8).clone()
+    labels = torch.tensor([0, 1] * 20)
+    torch.manual_seed(0)
+    spread = bank.spread(batch, 1.0, labels)
+    values = spread[:, 0][:, zone].unique(dim=1)
+    assert values.shape[1] == 1  # one source per image's zone
+    sources = values[:, 0]
+    class_zero_values = batch[labels == 0, 0, 0, 0]
+    pasted = torch.isclose(sources, torch.tensor(0.9))
+    swapped = torch.isin(sources, class_zero_values)
+    assert (pasted | swapped).all() and 10 < int(swapped.sum()) < 30  # a fair coin over 40 images
+    assert torch.equal(spread[:, :, ~zone], batch[:, :, ~zone])
+    only_cue_class = bank.spread(batch[labels == 1], 1.0, labels[labels == 1])  # nothing to swap in: the fill
+    inside = only_cue_class[:, 0][:, zone]
+    assert not torch.isin(inside, class_zero_values).any()
+
+
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model):
     _, test, _ = button_data
     harvest = collect_adversarial(button_model, test.images[:16], test.labels[:16], ("button",), 80,

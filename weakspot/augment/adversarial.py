@@ -59,6 +59,9 @@ DEFAULT_BUDGET = 40
 # quarter of the run; one round at 1.5 epochs kept the loop within 2x ERM's time (docs/results.md).
 DEFAULT_FRACTION = 0.15
 DEFAULT_SPREAD = 1.0  # one label-blind edit per clean image: a 95/5 cue becomes about 55/50 (by arithmetic)
+# How the spread erases a cue: "fill" with the cue's fill, or "swap" in the zone of a batch image of another class.
+SPREAD_ERASES = ("fill", "swap")
+DEFAULT_SPREAD_ERASE = "fill"
 DEFAULT_WARMUP = 1.5  # epochs: before that the model does not yet lean on the cue enough for the dependence test
 DEFAULT_ROUNDS = 1  # rounds that keep something; one that keeps nothing is retried DEFAULT_REFRESH epochs later
 DEFAULT_REFRESH = 0.5
@@ -200,9 +203,11 @@ class CueBank:
         """The cue zone (``ZONE_SHARE``) of each label's class, (len(cue_labels), H, W)."""
         return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
-    def spread(self, images: torch.Tensor, probability: float) -> torch.Tensor:
+    def spread(self, images: torch.Tensor, probability: float, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Each image, with ``probability``, gets a random cue, pasted or erased (a fair coin): its class's
-        zone (``cue_zone``) pasted from the cue's donor, or filled with the cue's fill.
+        zone (``cue_zone``) pasted from the cue's donor, or erased: filled with the cue's fill, or with the batch's
+        ``labels`` given (``--spread-erase swap``), pasted from a random image of the batch of another class than
+        the cue's, where the cue is as absent as it is in that class.
         Blind to the image's label, so the edits themselves (a fill, a seam) say nothing about it: an erase
         applied only to the cue's class would be a new shortcut. No model query; labels are unchanged."""
         if not len(self):  # before any draw: an empty bank leaves the training stream (and its RNG) as ERM's
@@ -218,6 +223,8 @@ class CueBank:
         targets = images[chosen]
         sources = self.images[picked].to(images.device)
         masks = self.zones(self.labels[picked])
+        if labels is not None:
+            erase = erase & ~self.swap_erased(images, labels.cpu(), sources, erase, picked)
         for fill in set(self.fills):
             of_fill = erase & torch.tensor([self.fills[index] == fill for index in picked.tolist()])
             if of_fill.any():
@@ -226,6 +233,21 @@ class CueBank:
         images = images.clone()
         images[chosen] = apply_masks(targets, masks.to(images.device), sources)
         return images
+
+    def swap_erased(self, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor, erase: torch.Tensor,
+                    picked: torch.Tensor) -> torch.Tensor:
+        """For the erased rows, put in ``sources`` a random batch image of another class than the picked cue's;
+        returns which rows got one (a batch with no image of another class leaves the rest to the fill). A fill
+        looks like nothing the data holds, so after a round that edits every image the model never sees the cue
+        naturally absent in its class again; a zone from the other class is that natural absence."""
+        swapped = torch.zeros(len(erase), dtype=torch.bool)
+        for label in self.labels[picked[erase]].unique().tolist():
+            rows = torch.nonzero(erase & (self.labels[picked] == label)).flatten()
+            others = torch.nonzero(labels != label).flatten()
+            if len(others):
+                sources[rows.to(sources.device)] = images[others[torch.randint(len(others), (len(rows),))].to(images.device)]
+                swapped[rows] = True
+        return swapped
 
 
 # A training image conflicts with a confirmed cue of class c when it is of class c and does not hold the cue, or
@@ -484,7 +506,7 @@ class AdversarialAugment:
                  spread: float | None = None, gate: float | None = DEFAULT_GATE,
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
-                 pool_check: float | None = DEFAULT_POOL_CHECK,
+                 pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
                  seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
@@ -498,6 +520,8 @@ class AdversarialAugment:
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio >= 0, budget >= 1, "
                                 "warm-up >= 0, refresh > 0, rounds >= 1, spread in [0, 1], a gate in [-1, 1] "
                                 "and a conflict refresh and a pool check > 0 are required")
+        if spread_erase not in SPREAD_ERASES:
+            raise WeakspotError(f"adversarial loop: spread erase must be one of {', '.join(SPREAD_ERASES)}")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
@@ -506,6 +530,7 @@ class AdversarialAugment:
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
+        self.spread_erase = spread_erase
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.pool_check = pool_check if transplant else None  # the check measures the transplanted cues
         self.pool_checked_at = math.inf  # epochs done when the pool check last measured the bank's cues
@@ -659,7 +684,7 @@ class AdversarialAugment:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spread:
-            images = self.cues.spread(images, self.spread)
+            images = self.cues.spread(images, self.spread, labels if self.spread_erase == "swap" else None)
         extra = max(1, int(round(self.mix_ratio * len(labels)))) if self.mix_ratio else 0  # 0: the spread alone
         if not len(self.pool_labels) or not extra or not self.pool_active:
             return images, labels

@@ -54,7 +54,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
                                               DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
-                                              DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD, DEFAULT_WARMUP)
+                                              DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
+                                              DEFAULT_SPREAD_ERASE, DEFAULT_WARMUP, SPREAD_ERASES)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, off_or_number, positive_int
 
@@ -125,6 +126,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: measure how the model reads the round's cues every EPOCHS after the "
                              "round and keep the pool in the stream only while some class's cues still push images "
                              f"towards it (default {DEFAULT_POOL_CHECK}; 'off' keeps it to the end; needs transplants)")
+    parser.add_argument("--spread-erase", default=DEFAULT_SPREAD_ERASE, choices=SPREAD_ERASES,
+                        help="adversarial: how the spread erases a cue: 'fill' the zone with the cue's fill "
+                             f"(default {DEFAULT_SPREAD_ERASE}) or 'swap' in the zone of a batch image of another class")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -152,6 +156,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
+                "spread_erase": args.spread_erase,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
