@@ -11,7 +11,8 @@ the pool holds both cue-conflicting directions in equal numbers rather than eras
 A class's cues are kept only when they pass a dependence test (``confirm_cue_classes``, ``gate``): pasted
 into other images they must flip them more often than a same-size region elsewhere, so a round on a model
 that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with
-``spread`` every batch's clean images also get them, at no query cost and blind to the label: the zone where a class's cues sit pasted from a donor or filled.
+``spread`` every batch's clean images also get them, at no query cost and blind to the label: the zone where a class's cues sit pasted from a donor, or erased
+(``spread_erase``: the zone of a batch image of another class, or the cue's fill).
 With ``conflicts`` the pool also gets, after a round that confirmed cues, the training images that conflict with
 them (a class's images without its cue, other classes' images with it): by default the ones the current model
 gets wrong, or those found by erasing the cue zone (``cue_conflicts``). They are the natural images the shortcut
