@@ -14,8 +14,8 @@ groups label x race; the split is then the seeded 70/15/15 of ``weakspot train``
 ``--combine`` prints, per method, the mean over the saved runs (one per ``--seed``: each seed draws its own
 subset, split and initialisation) of the worst-group accuracy, its gain over ERM in the same run, the
 clean-test accuracy and the training time ratio to ERM; worst group and gain with their standard error over
-runs, and with ``--versus METHOD`` each method's paired worst-group difference to METHOD. Tables of the same ``--data`` and ``--seed`` are
-merged into one run (ERM run once, other methods saved later to their own ``--json``); a method in several
+runs, and with ``--versus METHOD`` each method's paired worst-group difference to METHOD. Tables of the same
+``--data`` and ``--seed`` are merged into one run (ERM run once, other methods saved later to their own ``--json``); a method in several
 of them keeps the row of the last one given.
 
 The "jtt" row is not a run of its own: it is, per seed, whichever of jtt-l20 / jtt-l50 / jtt-l100 has the
@@ -90,12 +90,14 @@ METHODS: list[tuple[str, str, list[str]]] = [
                                                "--pool-check", "off", "--spread-erase", "fill"]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                            "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off", "--spread-erase", "fill"]),
+                                            "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off",
+                                            "--spread-erase", "fill"]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                              "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off", "--spread-erase", "fill"]),
+                                              "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off",
+                                              "--spread-erase", "fill"]),
     # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
     ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                 "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",

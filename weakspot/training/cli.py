@@ -127,8 +127,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              "round and keep the pool in the stream only while some class's cues still push images "
                              f"towards it (default {DEFAULT_POOL_CHECK}; 'off' keeps it to the end; needs transplants)")
     parser.add_argument("--spread-erase", default=DEFAULT_SPREAD_ERASE, choices=SPREAD_ERASES,
-                        help="adversarial: how the spread erases a cue: 'fill' the zone with the cue's fill "
-                             f"(default {DEFAULT_SPREAD_ERASE}) or 'swap' in the zone of a batch image of another class")
+                        help="adversarial: how the spread erases a cue: 'swap' in the zone of a batch image of "
+                             "another class, or 'fill' the zone with the cue's fill (default "
+                             f"{DEFAULT_SPREAD_ERASE})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
