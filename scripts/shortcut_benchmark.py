@@ -45,14 +45,19 @@ from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 from weakspot.training.loop import KEEP_CHOICES
 
+# Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with.
+UNBALANCED = ["--balance-recall", "off"]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
-                 "--pool-check", "off"]
+                 "--pool-check", "off", *UNBALANCED]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
-        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap"]
+        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
+        "--balance-recall", "on"]
+# the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
+SWAP_LOOP = [*LOOP, *UNBALANCED]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
-FILL_LOOP = [*LOOP, "--spread-erase", "fill"]
+FILL_LOOP = [*SWAP_LOOP, "--spread-erase", "fill"]
 # the default from 2026-12-03 (fourth session) until the pool check (seventh session)
 NO_POOL_CHECK = [*FILL_LOOP, "--pool-check", "off"]
 # Table rows in order: (row name, finetune --method, its flags).
@@ -63,6 +68,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
+    # the default without its last step, the class-bias balance (the default of the ninth session)
+    ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
     # the default until 2026-12-04 (ninth session; this session's tables call the default "adversarial-swap" and
     # this row "adversarial")
     ("adversarial-fill", "adversarial", FILL_LOOP),
@@ -87,21 +94,22 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
     ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                               "--pool-check", "off", "--spread-erase", "fill"]),
+                                               "--pool-check", "off", "--spread-erase", "fill", *UNBALANCED]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                             "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off",
-                                            "--spread-erase", "fill"]),
+                                            "--spread-erase", "fill", *UNBALANCED]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                               "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off",
-                                              "--spread-erase", "fill"]),
+                                              "--spread-erase", "fill", *UNBALANCED]),
     # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
     ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                 "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                                "--mix-ratio", "0", "--pool-check", "off", "--spread-erase", "fill"]),
+                                                "--mix-ratio", "0", "--pool-check", "off", "--spread-erase", "fill",
+                                                *UNBALANCED]),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from weakspot.augment.baselines import Cutout, PgdTraining, WorstOfK, create_method, random_spatial
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
-from weakspot.models import load_model
+from weakspot.models import load_checkpoint, load_model
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 
 
@@ -105,12 +105,18 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert results["test"]["worst_group_accuracy"] <= results["test"]["accuracy"]
     assert {row["group"]["shape"] for row in results["clean_test"]["groups"]} == {"tall", "wide"}
     assert "worstofk: test accuracy" in capsys.readouterr().out
+    assert "recall_balance" not in results and not (tmp_path / "run" / "balanced.pt").exists()  # off but for the loop
     adversarial = ["finetune", *common, "--method", "adversarial", "--attacks", "flip,crop", "--budget", "4",
                    "--adv-warmup", "0", "--refresh", "1", "--out", str(tmp_path / "adv")]
     assert main(adversarial) == 0
     results = json.loads((tmp_path / "adv" / "results.json").read_text())
     assert results["method"] == "adversarial" and results["epochs_run"] == 1
     assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [0]
+    # the loop ends with the class-bias balance: the model it reports on is balanced.pt, last.pt's head shifted
+    balanced, last = (load_checkpoint(tmp_path / "adv" / name) for name in ("balanced.pt", "last.pt"))
+    shift = balanced.model.get_classifier().bias - last.model.get_classifier().bias
+    assert torch.allclose(shift, torch.tensor([results["recall_balance"]["bias"][name] for name in ("tall", "wide")]))
+    assert set(results["recall_balance"]["recall_after"]) == {"tall", "wide"}
     assert main([*adversarial[:-2], "--adv-restart", "1", "--out", str(tmp_path / "restart")]) == 0
     results = json.loads((tmp_path / "restart" / "results.json").read_text())
     assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [1.0]

@@ -16,6 +16,7 @@ from typing import Any
 from weakspot.errors import WeakspotError
 
 RESULTS_NAME = "results.json"
+BALANCED_CHECKPOINT = "balanced.pt"  # the kept weights with ``--balance-recall``'s class biases
 EVAL_SPLITS = ("test", "clean_test")
 
 
@@ -39,6 +40,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", default="best", choices=KEEP_CHOICES,
                         help="weights the run ends with and is evaluated with: the best validation epoch's (default) or "
                              "the last epoch's (a validation split drawn like the training split carries its shortcuts)")
+    parser.add_argument("--balance-recall", choices=("on", "off"), default=None,
+                        help="after training, shift each class's logit by a constant so that the validation split's "
+                             f"per-class recalls are equal, and write the result to {BALANCED_CHECKPOINT} (default: on for "
+                             "--method adversarial, the loop's last step; off otherwise)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / RandomResizedCrop / colour jitter")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=positive_int, default=None,
@@ -196,6 +201,12 @@ def _print_results(results: dict[str, Any]) -> None:
         console.print(table)
 
 
+def balances_recall(args: argparse.Namespace, method: str) -> bool:
+    """Whether the run ends with ``--balance-recall``: by default the adversarial loop does (its stream moves
+    the class balance; ``weakspot.training.calibration``), the other methods train as published."""
+    return args.balance_recall == "on" or (args.balance_recall is None and method == "adversarial")
+
+
 def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
@@ -207,6 +218,7 @@ def run(args: argparse.Namespace, method: str) -> int:
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_model
     from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
+    from weakspot.training.calibration import balance_recall
     from weakspot.training.evaluation import evaluate_groups
     from weakspot.training.loop import TrainConfig, fit
 
@@ -221,6 +233,8 @@ def run(args: argparse.Namespace, method: str) -> int:
     try:
         splits = load_splits(args)
         train = splits["train"]
+        if balances_recall(args, method) and "val" not in splits:
+            raise WeakspotError(f"{args.data}: --balance-recall fits on the validation split, and there is none")
         params = method_params(args, method) if hasattr(args, "method") else {}
         if method == "adversarial":
             params.update(images=train.images, labels=train.labels)
@@ -246,6 +260,9 @@ def run(args: argparse.Namespace, method: str) -> int:
             result = fit(classifier, train.images, train.labels, config, val_images=val_images, val_labels=val_labels,
                          out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
                          meta=run_meta)
+        # part of the method's cost (one pass over the validation split), so inside the timed span
+        recall_balance = (balance_recall(classifier, val.images, val.labels)
+                          if val is not None and balances_recall(args, method) else None)
         seconds = time.perf_counter() - started
         if not rank.is_main:
             return 0
@@ -259,6 +276,9 @@ def run(args: argparse.Namespace, method: str) -> int:
             results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in loop.history]
         if hasattr(transform, "details"):
             results["method_details"] = transform.details
+        if recall_balance is not None:
+            results["recall_balance"] = recall_balance
+            classifier.save(f"{args.out}/{BALANCED_CHECKPOINT}", meta={**run_meta, "recall_balance": recall_balance})
         if val is not None:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
             results["val"] = evaluate_groups(classifier, val, attributes, label_name)
         for split in EVAL_SPLITS:

@@ -1,0 +1,61 @@
+"""Equal-recall class biases (``weakspot.training.calibration``)."""
+
+import pytest
+import torch
+from torch import nn
+
+from weakspot.errors import WeakspotError
+from weakspot.models import Classifier
+from weakspot.training.calibration import balance_recall, class_recalls, equal_recall_bias
+
+
+def biased_logits(count: int, classes: int, lean: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy logits that score the true class 1.0 higher, with ``lean`` added to the last class's logit."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % classes
+    logits = torch.randn(count, classes, generator=generator) + nn.functional.one_hot(labels, classes).float()
+    logits[:, -1] += lean
+    return logits, labels
+
+
+def recall_gap(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    recalls = class_recalls(logits.argmax(dim=1), labels, labels.unique())
+    return float(recalls.max() - recalls.min())
+
+
+def test_a_binary_lean_is_undone_and_a_balanced_model_is_left_alone():
+    logits, labels = biased_logits(2000, 2, lean=-1.5)
+    assert recall_gap(logits, labels) > 0.4
+    bias = equal_recall_bias(logits, labels)
+    assert bias[0] == 0 and 1.2 < bias[1] < 1.8
+    assert recall_gap(logits + bias, labels) < 0.02
+    separable = torch.tensor([[2.0, -2.0], [-2.0, 2.0]] * 10)
+    assert torch.equal(equal_recall_bias(separable, torch.tensor([0, 1] * 10)), torch.zeros(2))
+
+
+def test_more_classes_are_balanced_one_at_a_time():
+    logits, labels = biased_logits(3000, 3, lean=2.0)
+    assert recall_gap(logits, labels) > 0.5
+    assert recall_gap(logits + equal_recall_bias(logits, labels), labels) < 0.05
+
+
+def test_balance_recall_moves_the_head_bias_so_a_saved_model_carries_it(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    net.get_classifier = lambda: net[1]  # timm's accessor for the head
+    with torch.no_grad():
+        net[1].bias[1] -= 3.0  # everything called class 0
+    classifier = Classifier(net, "toy", ["a", "b"])
+    images, labels = torch.rand(200, 3, 4, 4), torch.arange(200) % 2
+    before = net[1].bias.detach().clone()
+    details = balance_recall(classifier, images, labels)
+    assert details["recall_before"]["b"] < 0.1 < details["recall_after"]["b"]
+    assert torch.allclose(net[1].bias - before, torch.tensor([details["bias"]["a"], details["bias"]["b"]]))
+    predicted, _ = classifier.predict(images)
+    assert abs(float((predicted[labels == 1] == 1).float().mean()) - details["recall_after"]["b"]) < 1e-6
+
+
+def test_a_model_without_a_linear_head_is_refused():
+    classifier = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), "toy", ["a", "b"])
+    with pytest.raises(WeakspotError, match="no linear classifier head"):
+        balance_recall(classifier, torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 0, 1]))
