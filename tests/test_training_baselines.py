@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from weakspot.augment.adversarial import RoundLog
 from weakspot.augment.baselines import Cutout, PgdTraining, WorstOfK, create_method, random_spatial
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.models import load_checkpoint, load_model
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+from weakspot.training.cli import balances_recall
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,16 +110,21 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert "worstofk: test accuracy" in capsys.readouterr().out
     assert "recall_balance" not in results and not (tmp_path / "run" / "balanced.pt").exists()  # off but for the loop
     adversarial = ["finetune", *common, "--method", "adversarial", "--attacks", "flip,crop", "--budget", "4",
-                   "--adv-warmup", "0", "--refresh", "1", "--out", str(tmp_path / "adv")]
+                   "--adv-warmup", "0", "--refresh", "1", "--balance-recall", "on", "--out", str(tmp_path / "adv")]
     assert main(adversarial) == 0
     results = json.loads((tmp_path / "adv" / "results.json").read_text())
     assert results["method"] == "adversarial" and results["epochs_run"] == 1
     assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [0]
-    # the loop ends with the class-bias balance: the model it reports on is balanced.pt, last.pt's head shifted
+    # with the class-bias balance the model the run reports on is balanced.pt, last.pt's head shifted
     balanced, last = (load_checkpoint(tmp_path / "adv" / name) for name in ("balanced.pt", "last.pt"))
     shift = balanced.model.get_classifier().bias - last.model.get_classifier().bias
     assert torch.allclose(shift, torch.tensor([results["recall_balance"]["bias"][name] for name in ("tall", "wide")]))
     assert set(results["recall_balance"]["recall_after"]) == {"tall", "wide"}
+    # by default, a loop none of whose rounds kept anything (here: none ran) trained as ERM and keeps ERM's model
+    assert main([*adversarial[:-4], "--adv-warmup", "2", "--out", str(tmp_path / "unrun")]) == 0
+    results = json.loads((tmp_path / "unrun" / "results.json").read_text())
+    assert results["adversarial_rounds"] == [] and "recall_balance" not in results
+    assert not (tmp_path / "unrun" / "balanced.pt").exists()
     assert main([*adversarial[:-2], "--adv-restart", "1", "--out", str(tmp_path / "restart")]) == 0
     results = json.loads((tmp_path / "restart" / "results.json").read_text())
     assert [entry["epoch"] for entry in results["adversarial_rounds"]] == [1.0]
@@ -125,3 +133,15 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     capsys.readouterr()
     assert main([*adversarial[:-2], "--attacks", "nosuch", "--out", str(tmp_path / "adv2")]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_the_balance_is_on_by_default_for_a_loop_that_kept_something_only():
+    def loop_that_kept(count: int) -> SimpleNamespace:
+        return SimpleNamespace(history=[RoundLog(1.5, 10, {"button": 0}, 1.0), RoundLog(2.0, 10, {"button": count}, 1.0)])
+
+    default, on, off = (SimpleNamespace(balance_recall=value) for value in (None, "on", "off"))
+    assert balances_recall(default, "adversarial", loop_that_kept(3))
+    assert not balances_recall(default, "adversarial", loop_that_kept(0))
+    assert balances_recall(default, "adversarial")  # before training: it may
+    assert not balances_recall(default, "jtt") and balances_recall(on, "jtt")
+    assert not balances_recall(off, "adversarial", loop_that_kept(3))

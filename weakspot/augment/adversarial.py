@@ -31,7 +31,8 @@ round (after ``warmup_epochs`` of plain training, then every ``refresh`` epochs 
 something; both may be fractional, a round then runs in the middle of an epoch) on a seeded sample of the
 training images, and ``__call__``
 spreads the bank's cues over the batch (``spread``) and appends pool images at ``mix_ratio``, drawn
-class-balanced.
+class-balanced. ``weakspot finetune`` ends the loop's run with a class-bias balance on the validation split
+(``--balance-recall``, ``weakspot.training.calibration``): the stream moves the model's balance between classes.
 """
 
 from __future__ import annotations

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weakspot.errors import WeakspotError
+
+if TYPE_CHECKING:
+    from weakspot.augment.adversarial import AdversarialAugment
 
 RESULTS_NAME = "results.json"
 BALANCED_CHECKPOINT = "balanced.pt"  # the kept weights with ``--balance-recall``'s class biases
@@ -201,10 +204,14 @@ def _print_results(results: dict[str, Any]) -> None:
         console.print(table)
 
 
-def balances_recall(args: argparse.Namespace, method: str) -> bool:
-    """Whether the run ends with ``--balance-recall``: by default the adversarial loop does (its stream moves
-    the class balance; ``weakspot.training.calibration``), the other methods train as published."""
-    return args.balance_recall == "on" or (args.balance_recall is None and method == "adversarial")
+def balances_recall(args: argparse.Namespace, method: str, loop: AdversarialAugment | None = None) -> bool:
+    """Whether the run ends with ``--balance-recall``; by default only an adversarial loop (``loop``, after
+    training) one of whose rounds kept something: its stream then moved the class balance
+    (``weakspot.training.calibration``). A loop that kept nothing trained as ERM and keeps ERM's model, and the
+    other methods train as published."""
+    if args.balance_recall is not None:
+        return args.balance_recall == "on"
+    return method == "adversarial" and (loop is None or any(sum(entry.fooled.values()) for entry in loop.history))
 
 
 def run(args: argparse.Namespace, method: str) -> int:
@@ -234,7 +241,8 @@ def run(args: argparse.Namespace, method: str) -> int:
         splits = load_splits(args)
         train = splits["train"]
         if balances_recall(args, method) and "val" not in splits:
-            raise WeakspotError(f"{args.data}: --balance-recall fits on the validation split, and there is none")
+            raise WeakspotError(f"{args.data}: --balance-recall (on by default for the adversarial loop) fits on the "
+                                "validation split, and there is none; give one, or --balance-recall off")
         params = method_params(args, method) if hasattr(args, "method") else {}
         if method == "adversarial":
             params.update(images=train.images, labels=train.labels)
@@ -262,7 +270,8 @@ def run(args: argparse.Namespace, method: str) -> int:
                          meta=run_meta)
         # part of the method's cost (one pass over the validation split), so inside the timed span
         recall_balance = (balance_recall(classifier, val.images, val.labels)
-                          if val is not None and balances_recall(args, method) else None)
+                          if val is not None and balances_recall(
+                              args, method, loop if isinstance(loop, AdversarialAugment) else None) else None)
         seconds = time.perf_counter() - started
         if not rank.is_main:
             return 0
