@@ -120,6 +120,7 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     shift = balanced.model.get_classifier().bias - last.model.get_classifier().bias
     assert torch.allclose(shift, torch.tensor([results["recall_balance"]["bias"][name] for name in ("tall", "wide")]))
     assert set(results["recall_balance"]["recall_after"]) == {"tall", "wide"}
+    assert results["recall_balance"]["seconds"] > 0
     # by default, a loop none of whose rounds kept anything (here: none ran) trained as ERM and keeps ERM's model
     assert main([*adversarial[:-4], "--adv-warmup", "2", "--out", str(tmp_path / "unrun")]) == 0
     results = json.loads((tmp_path / "unrun" / "results.json").read_text())
