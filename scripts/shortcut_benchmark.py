@@ -45,15 +45,15 @@ from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 from weakspot.training.loop import KEEP_CHOICES
 
-# Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with.
+# Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with
+# (by default, when one of its rounds kept something; LOOP leaves that default as it is).
 UNBALANCED = ["--balance-recall", "off"]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
                  "--pool-check", "off", *UNBALANCED]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
-        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
-        "--balance-recall", "on"]
+        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap"]
 # the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
 SWAP_LOOP = [*LOOP, *UNBALANCED]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
