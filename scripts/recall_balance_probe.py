@@ -20,6 +20,7 @@ import torch
 
 from weakspot.fileio import atomic_write_json
 from weakspot.models import load_checkpoint
+from weakspot.shortcut import CUE_GROUP
 from weakspot.training.calibration import balance_recall
 from weakspot.training.cli import configure_finetune, load_splits
 from weakspot.training.evaluation import evaluate_groups
@@ -39,7 +40,7 @@ def probe(folder: Path, splits_cache: dict[tuple[object, ...], dict[str, Any]]) 
         splits_cache[key] = load_splits(args)
     splits = splits_cache[key]
     classifier = load_checkpoint(folder / f"{args.keep}.pt")
-    attributes = [args.label, "cue"]
+    attributes = [args.label, CUE_GROUP]
     measured: dict[str, object] = {"run": str(folder)}
     for stage in ("before", "after"):
         if stage == "after":

@@ -209,7 +209,8 @@ def balances_recall(args: argparse.Namespace, method: str, loop: AdversarialAugm
     """Whether the run ends with ``--balance-recall``; by default only an adversarial loop (``loop``, after
     training) one of whose rounds kept something: its stream then moved the class balance
     (``weakspot.training.calibration``). A loop that kept nothing trained as ERM and keeps ERM's model, and the
-    other methods train as published."""
+    other methods train as published. Without ``loop`` (before training, to check for a validation split) an
+    adversarial run may balance."""
     if args.balance_recall is not None:
         return args.balance_recall == "on"
     return method == "adversarial" and (loop is None or any(sum(entry.fooled.values()) for entry in loop.history))
@@ -274,9 +275,10 @@ def run(args: argparse.Namespace, method: str) -> int:
         recall_balance = (balance_recall(classifier, val.images, val.labels)
                           if val is not None and balances_recall(
                               args, method, loop if isinstance(loop, AdversarialAugment) else None) else None)
-        seconds = time.perf_counter() - started
+        finished = time.perf_counter()
+        seconds = finished - started
         if recall_balance is not None:
-            recall_balance["seconds"] = seconds - (balance_started - started)
+            recall_balance["seconds"] = finished - balance_started
         if not rank.is_main:
             return 0
         attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
