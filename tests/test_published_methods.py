@@ -102,6 +102,11 @@ def test_finetune_masktune_and_jtt_write_their_stages_and_resume(tmp_path):
     assert main([*common, "--method", "masktune", "--out", str(tmp_path / "mt"), "--resume"]) == 0
     resumed = json.loads((tmp_path / "mt" / "results.json").read_text())
     assert resumed["test"] == results["test"]  # both stages finished: resumed to zero epochs, same weights
+    assert "recall_balance" not in resumed  # MaskTune trains as published unless asked
+    assert main([*common, "--method", "masktune", "--out", str(tmp_path / "mt"), "--resume", "--balance-recall", "on"]) == 0
+    balanced = json.loads((tmp_path / "mt" / "results.json").read_text())
+    assert set(balanced["recall_balance"]["bias"]) == {"tall", "wide"}  # the last stage's model only
+    assert (tmp_path / "mt" / "balanced.pt").is_file() and not (tmp_path / "mt" / "erm" / "balanced.pt").exists()
 
     assert main([*common, "--method", "jtt", "--jtt-upweight", "20", "--out", str(tmp_path / "jtt")]) == 0
     results = json.loads((tmp_path / "jtt" / "results.json").read_text())

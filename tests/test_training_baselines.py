@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weakspot.augment.adversarial import RoundLog
+from weakspot.augment.adversarial import AdversarialAugment, RoundLog
 from weakspot.augment.baselines import Cutout, PgdTraining, WorstOfK, create_method, random_spatial
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.models import load_checkpoint, load_model
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
-from weakspot.training.cli import balances_recall
+from weakspot.training.loop import TrainConfig, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,13 +136,31 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert "nosuch" in capsys.readouterr().err
 
 
-def test_the_balance_is_on_by_default_for_a_loop_that_kept_something_only():
+def test_fit_ends_with_the_balance_a_loop_asks_for_and_a_python_caller_gets_it_too(batch, tmp_path):
     def loop_that_kept(count: int) -> SimpleNamespace:
         return SimpleNamespace(history=[RoundLog(1.5, 10, {"button": 0}, 1.0), RoundLog(2.0, 10, {"button": count}, 1.0)])
 
-    default, on, off = (SimpleNamespace(balance_recall=value) for value in (None, "on", "off"))
-    assert balances_recall(default, "adversarial", loop_that_kept(3))
-    assert not balances_recall(default, "adversarial", loop_that_kept(0))
-    assert balances_recall(default, "adversarial")  # before training: it may
-    assert not balances_recall(default, "jtt") and balances_recall(on, "jtt")
-    assert not balances_recall(off, "adversarial", loop_that_kept(3))
+    assert AdversarialAugment.balances_recall.fget(loop_that_kept(3))
+    assert not AdversarialAugment.balances_recall.fget(loop_that_kept(0))
+
+    class Asks:  # a transform that leaves the batch alone and asks for the balance
+        balances_recall = True
+
+        def __call__(self, images, labels, classifier):
+            return images, labels
+
+    config = TrainConfig(epochs=1, batch_size=8, seed=0, augment=False)
+    images, labels = batch.images, batch.labels
+    torch.manual_seed(0)
+    model = load_model("test_efficientnet", weights=None, class_names=batch.class_names, device="cpu")
+    result = fit(model, images, labels, config, images, labels, out_dir=tmp_path / "asks", transform=Asks())
+    assert set(result.recall_balance["recall_after"]) == set(batch.class_names)
+    balanced, last = (load_checkpoint(tmp_path / "asks" / name) for name in ("balanced.pt", "last.pt"))
+    shift = balanced.model.get_classifier().bias - last.model.get_classifier().bias
+    assert torch.allclose(shift, torch.tensor([result.recall_balance["bias"][name] for name in batch.class_names]))
+    # off overrides the transform; none without a transform that asks, or without validation data to fit on
+    assert fit(model, images, labels, config, images, labels, transform=Asks(), balance_recall=False).recall_balance is None
+    assert fit(model, images, labels, config, images, labels).recall_balance is None
+    assert fit(model, images, labels, config, transform=Asks()).recall_balance is None
+    with pytest.raises(WeakspotError, match="validation"):  # asked for in so many words, it needs them
+        fit(model, images, labels, config, balance_recall=True)

@@ -557,6 +557,13 @@ class AdversarialAugment:
         self.last_round = -1
         self.empty_rounds = 0  # rounds that kept nothing: they do not count against ``rounds``
 
+    @property
+    def balances_recall(self) -> bool:
+        """Whether ``fit`` ends with the class-bias balance by default (``weakspot.training.calibration``): when
+        one of the rounds kept something, whose pool and spread moved what the stream shows each class. A loop
+        that kept nothing trained as ERM and keeps ERM's model."""
+        return any(sum(entry.fooled.values()) for entry in self.history)
+
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is scheduled at ``warmup_epochs +
         k * refresh`` (at most ``rounds`` of them that keep something: a round whose dependence test confirmed

@@ -80,7 +80,7 @@ class MaskTune:
     def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
             val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None) -> FitResult:
+            meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult:
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("erm", "masked"))
         stages.run("erm", classifier, images, labels, config)
         layer = self.layer or saliency_layer(classifier, images.shape[-1])
@@ -90,4 +90,4 @@ class MaskTune:
                         "layer": layer}
         tune = dataclasses.replace(config, epochs=1, warmup_epochs=0.0, schedule="constant", patience=None,
                                    lr=self.finetune_lr or config.lr)
-        return stages.result(stages.run("masked", classifier, masked, labels, tune))
+        return stages.result(stages.run("masked", classifier, masked, labels, tune, balance_recall=balance_recall))

@@ -2,8 +2,8 @@
 they share, and the identify-then-retrain shape of JTT and the restarted loop (``Retraining``).
 
 A staged method is an object with ``fit(classifier, images, labels, config, val_images, val_labels, out_dir,
-resume, progress, meta) -> FitResult`` that calls ``weakspot.training.fit`` more than once (ERM first, then
-a second training on masked or reweighted data). Every stage but the last writes its checkpoints to a
+resume, progress, meta, balance_recall) -> FitResult`` that calls ``weakspot.training.fit`` more than once (ERM
+first, then a second training on masked or reweighted data); ``balance_recall`` goes to the last stage. Every stage but the last writes its checkpoints to a
 subfolder of the run folder named after it, the last to the run folder itself, so ``--resume`` continues
 whichever stage was cut short: a finished stage resumes to zero epochs and gives back its weights.
 """
@@ -28,7 +28,7 @@ class StagedMethod(Protocol):
     def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
             val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None) -> FitResult: ...
+            meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult: ...
 
 
 class StageRunner:
@@ -53,19 +53,18 @@ class StageRunner:
 
     def run(self, stage: str, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
             config: TrainConfig, sample_weights: torch.Tensor | None = None,
-            transform: BatchTransform | None = None) -> FitResult:
+            transform: BatchTransform | None = None, balance_recall: bool | None = False) -> FitResult:
         folder = self.folder(stage)
         resume = self.resume and folder is not None and (folder / LAST_CHECKPOINT).is_file()
         result = fit(classifier, images, labels, config, self.val_images, self.val_labels, out_dir=folder,
                      resume=resume, progress=self.progress, meta={**(self.meta or {}), "stage": stage},
-                     sample_weights=sample_weights, transform=transform)
+                     sample_weights=sample_weights, transform=transform, balance_recall=balance_recall)
         self.history += [{"stage": stage, **entry} for entry in result.history]
         return result
 
     def result(self, last: FitResult) -> FitResult:
         """The last stage's result with every stage's history."""
-        return FitResult(history=self.history, best_epoch=last.best_epoch, best_val_accuracy=last.best_val_accuracy,
-                         stopped_early=last.stopped_early, out_dir=last.out_dir, kept_epoch=last.kept_epoch)
+        return dataclasses.replace(last, history=self.history)
 
 
 class Retraining:
@@ -88,14 +87,14 @@ class Retraining:
     def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
             val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None) -> FitResult:
+            meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult:
         initial = {key: value.detach().clone() for key, value in classifier.model.state_dict().items()}
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("identification", "retrain"))
         identifier = self.identify(stages, classifier, images, labels, config)
         sample_weights, transform = self.prepare_retraining(identifier, images, labels)
         classifier.model.load_state_dict(initial)
         return stages.result(stages.run("retrain", classifier, images, labels, config, sample_weights=sample_weights,
-                                        transform=transform))
+                                        transform=transform, balance_recall=balance_recall))
 
 
 def identification_config(config: TrainConfig, epochs: int) -> TrainConfig:

@@ -11,21 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weakspot.errors import WeakspotError
 
-if TYPE_CHECKING:
-    from weakspot.augment.adversarial import AdversarialAugment
-
 RESULTS_NAME = "results.json"
-BALANCED_CHECKPOINT = "balanced.pt"  # the kept weights with ``--balance-recall``'s class biases
 EVAL_SPLITS = ("test", "clean_test")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from weakspot.arguments import add_data_arguments, add_runtime_arguments, positive_int
-    from weakspot.training.loop import KEEP_CHOICES
+    from weakspot.training.loop import BALANCED_CHECKPOINT, KEEP_CHOICES
 
     add_data_arguments(parser)
     parser.add_argument("--model", default="efficientnet_lite0", help="timm architecture (default efficientnet_lite0)")
@@ -205,17 +201,6 @@ def _print_results(results: dict[str, Any]) -> None:
         console.print(table)
 
 
-def balances_recall(args: argparse.Namespace, method: str, loop: AdversarialAugment | None = None) -> bool:
-    """Whether the run ends with ``--balance-recall``; by default only an adversarial loop (``loop``, after
-    training) one of whose rounds kept something: its stream then moved the class balance
-    (``weakspot.training.calibration``). A loop that kept nothing trained as ERM and keeps ERM's model, and the
-    other methods train as published. Without ``loop`` (before training, to check for a validation split) an
-    adversarial run may balance."""
-    if args.balance_recall is not None:
-        return args.balance_recall == "on"
-    return method == "adversarial" and (loop is None or any(sum(entry.fooled.values()) for entry in loop.history))
-
-
 def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
@@ -227,7 +212,6 @@ def run(args: argparse.Namespace, method: str) -> int:
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_model
     from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
-    from weakspot.training.calibration import balance_recall
     from weakspot.training.evaluation import evaluate_groups
     from weakspot.training.loop import TrainConfig, fit
 
@@ -242,7 +226,8 @@ def run(args: argparse.Namespace, method: str) -> int:
     try:
         splits = load_splits(args)
         train = splits["train"]
-        if balances_recall(args, method) and "val" not in splits:
+        balance = None if args.balance_recall is None else args.balance_recall == "on"  # None: the loop decides
+        if "val" not in splits and (balance or (balance is None and method == "adversarial")):  # before any training
             raise WeakspotError(f"{args.data}: --balance-recall (on by default for the adversarial loop) fits on the "
                                 "validation split, and there is none; give one, or --balance-recall off")
         params = method_params(args, method) if hasattr(args, "method") else {}
@@ -265,20 +250,13 @@ def run(args: argparse.Namespace, method: str) -> int:
         val_images, val_labels = (val.images, val.labels) if val else (None, None)
         if hasattr(transform, "fit"):  # a staged method (MaskTune, JTT) runs its own fits
             result = transform.fit(classifier, train.images, train.labels, config, val_images, val_labels,
-                                   out_dir=args.out, resume=args.resume, progress=not args.no_progress, meta=run_meta)
+                                   out_dir=args.out, resume=args.resume, progress=not args.no_progress, meta=run_meta,
+                                   balance_recall=balance)
         else:
             result = fit(classifier, train.images, train.labels, config, val_images=val_images, val_labels=val_labels,
                          out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
-                         meta=run_meta)
-        # part of the method's cost (one pass over the validation split), so inside the timed span
-        balance_started = time.perf_counter()
-        recall_balance = (balance_recall(classifier, val.images, val.labels)
-                          if val is not None and balances_recall(
-                              args, method, loop if isinstance(loop, AdversarialAugment) else None) else None)
-        finished = time.perf_counter()
-        seconds = finished - started
-        if recall_balance is not None:
-            recall_balance["seconds"] = finished - balance_started
+                         meta=run_meta, balance_recall=balance)
+        seconds = time.perf_counter() - started  # with the balance: part of the method's cost
         if not rank.is_main:
             return 0
         attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
@@ -291,9 +269,8 @@ def run(args: argparse.Namespace, method: str) -> int:
             results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in loop.history]
         if hasattr(transform, "details"):
             results["method_details"] = transform.details
-        if recall_balance is not None:
-            results["recall_balance"] = recall_balance
-            classifier.save(f"{args.out}/{BALANCED_CHECKPOINT}", meta={**run_meta, "recall_balance": recall_balance})
+        if result.recall_balance is not None:  # the model reported on is then balanced.pt
+            results["recall_balance"] = result.recall_balance
         if val is not None:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
             results["val"] = evaluate_groups(classifier, val, attributes, label_name)
         for split in EVAL_SPLITS:

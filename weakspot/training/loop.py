@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_text
 from weakspot.models import Classifier, read_checkpoint
+from weakspot.training import calibration
 from weakspot.training.augmentation import Prefetcher, standard_augmentation
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.Tensor, torch.Tensor]]
@@ -47,6 +48,7 @@ place to refresh a pool of examples per round, also in the middle of an epoch.""
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+BALANCED_CHECKPOINT = "balanced.pt"  # the kept weights with the class-bias balance (``fit``'s ``balance_recall``)
 LOG_NAME = "log.jsonl"
 SCHEDULES = ("constant", "cosine")
 RESUME_STATE = ("optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history", "best_epoch",
@@ -93,6 +95,7 @@ class FitResult:
     stopped_early: bool
     out_dir: Path | None = None
     kept_epoch: int = 0  # the epoch whose weights the classifier holds after the fit (``TrainConfig.keep``)
+    recall_balance: dict[str, Any] | None = None  # the class-bias balance the fit ended with, if it did
 
 
 def _world() -> tuple[int, int]:
@@ -294,13 +297,21 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
         out_dir: str | os.PathLike | None = None, resume: bool = False, transform: BatchTransform | None = None,
         progress: bool = False, meta: dict[str, Any] | None = None,
-        sample_weights: torch.Tensor | None = None) -> FitResult:
+        sample_weights: torch.Tensor | None = None, balance_recall: bool | None = None) -> FitResult:
     """Fine-tune ``classifier`` in place; with validation data the best epoch's weights are kept (unless
     ``config.keep`` is "last"). ``sample_weights`` (one non-negative weight per image) draws each epoch's
     images in proportion to them (JTT's upsampling), keeping the epoch's length.
 
+    ``balance_recall`` ends the fit with the class-bias balance on the validation data
+    (``weakspot.training.calibration``: the kept weights' head shifted so the class recalls are equal);
+    None leaves it to the transform's ``balances_recall`` after training (the adversarial loop's: on when
+    one of its rounds kept something) when there is validation data, so a Python caller gets what
+    ``weakspot finetune`` does (which, unlike ``fit``, refuses a loop run without a validation split).
+
     ``out_dir`` gets ``last.pt`` (every epoch, with optimizer/scheduler/scaler/RNG state for ``resume``),
-    ``best.pt`` (the best validation epoch, or the last epoch without validation data) and ``log.jsonl``.
+    ``best.pt`` (the best validation epoch, or the last epoch without validation data), ``balanced.pt``
+    (the kept weights after the balance) and ``log.jsonl``. ``last.pt`` and ``best.pt`` never carry the
+    balance, so ``resume`` continues the training itself.
     Seeds torch's global RNG with ``config.seed`` (+ rank) unless resuming.
     """
     config.validate()
@@ -310,6 +321,9 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
                                        or not float(sample_weights.sum()) > 0):
         raise WeakspotError("sample weights must be one non-negative weight per image, not all zero")
     has_val = val_images is not None and val_labels is not None and len(val_labels) > 0
+    if balance_recall and not has_val:
+        raise WeakspotError("the class-bias balance fits on validation data, and there is none; give some, "
+                            "or turn it off")
     rank, world = _world()
     is_main = rank == 0
     out = Path(out_dir) if out_dir is not None else None
@@ -400,8 +414,15 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     if best_state is not None:
         classifier.model.load_state_dict(best_state)
         kept_epoch = best_epoch
+    recall_balance = None
+    if balance_recall or (balance_recall is None and has_val and getattr(transform, "balances_recall", False)):
+        started = time.perf_counter()
+        recall_balance = calibration.balance_recall(classifier, val_images, val_labels)
+        recall_balance["seconds"] = time.perf_counter() - started
+        if out is not None and is_main:
+            classifier.save(out / BALANCED_CHECKPOINT, meta={**run_meta, "recall_balance": recall_balance})
     return FitResult(history=history, best_epoch=best_epoch, best_val_accuracy=best_accuracy if has_val else None,
-                     stopped_early=stopped, out_dir=out, kept_epoch=kept_epoch)
+                     stopped_early=stopped, out_dir=out, kept_epoch=kept_epoch, recall_balance=recall_balance)
 
 
 def train_classifier(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
