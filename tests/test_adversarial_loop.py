@@ -217,6 +217,8 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
                               attack_options={"button": {"fills": ("median",)}}, spread=1.0)
     loop.start_step(0, button_model)
     assert loop.history[0].cues == len(loop.cues) > 0
+    assert loop.history[0].zone_share == {1: pytest.approx(float(loop.cues.zone_of[1].float().mean()))}
+    assert 0 < loop.history[0].zone_share[1] < 0.5  # what the spread edits: recorded, as it costs clean accuracy
     mixed, mixed_labels = loop(batch, batch_labels, button_model)
     assert torch.equal(mixed_labels[:len(batch)], batch_labels) and not torch.equal(mixed[:len(batch)], batch)
     with pytest.raises(WeakspotError, match="needs transplant"):

@@ -122,6 +122,7 @@ class RoundLog:
     conflict_drop: dict[int, float] = field(default_factory=dict)  # per confirmed class: ``cue_conflicts``'s median
     conflict_refreshes: list[tuple[float, int]] = field(default_factory=list)  # (epoch, conflicts found) after it
     pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, effects, pool on)
+    zone_share: dict[int, float] = field(default_factory=dict)  # per cue class: the image share its zone covers
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -626,7 +627,9 @@ class AdversarialAugment:
         self.history.append(RoundLog(round(progress, 4), count, counts, time.perf_counter() - started, reused,
                                      len(self.cues), {int(label): int(number) for label, number in
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
-                                     harvest.gate_lead, conflict_drop))
+                                     harvest.gate_lead, conflict_drop,
+                                     zone_share={label: float(zone.float().mean()) for label, zone in
+                                                 self.cues.zone_of.items()}))
 
     def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
         """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""
