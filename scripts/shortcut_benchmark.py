@@ -70,6 +70,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the default without its last step, the class-bias balance (the default of the ninth session)
     ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
+    # the default with the spread scaled by the round's largest dependence-test lead over 0.3 (eleventh session)
+    ("adversarial-spread-lead", "adversarial", [*LOOP, "--spread-lead", "0.3"]),
     # the default until 2026-12-04 (ninth session; this session's tables call the default "adversarial-swap" and
     # this row "adversarial")
     ("adversarial-fill", "adversarial", FILL_LOOP),

@@ -219,8 +219,18 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     assert loop.history[0].cues == len(loop.cues) > 0
     assert loop.history[0].zone_share == {1: pytest.approx(float(loop.cues.zone_of[1].float().mean()))}
     assert 0 < loop.history[0].zone_share[1] < 0.5  # what the spread edits: recorded, as it costs clean accuracy
+    assert loop.history[0].spread == 1.0
     mixed, mixed_labels = loop(batch, batch_labels, button_model)
     assert torch.equal(mixed_labels[:len(batch)], batch_labels) and not torch.equal(mixed[:len(batch)], batch)
+    # with a spread lead, the spread is scaled by the round's largest lead over it (at most 1)
+    scaled = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
+                                attack_options={"button": {"fills": ("median",)}}, spread=1.0, spread_lead=4.0)
+    scaled.start_step(0, button_model)
+    lead = max(scaled.history[0].gate_lead.values())
+    assert 0 < lead <= 1 and scaled.history[0].spread == pytest.approx(lead / 4.0) == scaled.round_spread
+    assert AdversarialAugment(images, labels, spread_lead=0.01).round_spread == 1.0  # before a round: the spread
+    with pytest.raises(WeakspotError, match="needs the cue gate"):
+        AdversarialAugment(images, labels, gate=None, spread_lead=0.3)
     with pytest.raises(WeakspotError, match="needs transplant"):
         AdversarialAugment(images, labels, spread=0.5, transplant=False)
     assert AdversarialAugment(images, labels, transplant=False).spread == 0.0  # the default follows transplant

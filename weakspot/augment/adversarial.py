@@ -123,6 +123,7 @@ class RoundLog:
     conflict_refreshes: list[tuple[float, int]] = field(default_factory=list)  # (epoch, conflicts found) after it
     pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, effects, pool on)
     zone_share: dict[int, float] = field(default_factory=dict)  # per cue class: the image share its zone covers
+    spread: float = 0.0  # the share of clean images the spread edits after this round (``spread_lead``)
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -515,7 +516,7 @@ class AdversarialAugment:
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
-                 seed: int = 0) -> None:
+                 spread_lead: float | None = None, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -524,10 +525,10 @@ class AdversarialAugment:
                 or (rounds is not None and rounds < 1) or not 0.0 <= spread <= 1.0
                 or (gate is not None and not -1.0 <= gate <= 1.0)
                 or (conflict_refresh is not None and conflict_refresh <= 0)
-                or (pool_check is not None and pool_check <= 0)):
+                or (pool_check is not None and pool_check <= 0) or (spread_lead is not None and spread_lead <= 0)):
             raise WeakspotError("adversarial loop: fraction in (0, 1], mix ratio >= 0, budget >= 1, "
                                 "warm-up >= 0, refresh > 0, rounds >= 1, spread in [0, 1], a gate in [-1, 1] "
-                                "and a conflict refresh and a pool check > 0 are required")
+                                "and a conflict refresh, a pool check and a spread lead > 0 are required")
         if spread_erase not in SPREAD_ERASES:
             raise WeakspotError(f"adversarial loop: spread erase must be one of {', '.join(SPREAD_ERASES)}")
         if spread and not transplant:
@@ -539,6 +540,11 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase = spread_erase
+        if spread_lead is not None and (gate is None or not transplant):
+            raise WeakspotError("adversarial loop: the spread lead scales by the dependence test's lead; it needs the "
+                                "cue gate (and transplants)")
+        self.spread_lead = spread_lead
+        self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.pool_check = pool_check if transplant else None  # the check measures the transplanted cues
         self.pool_checked_at = math.inf  # epochs done when the pool check last measured the bank's cues
@@ -614,6 +620,10 @@ class AdversarialAugment:
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
         self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues, harvest.counts
+        self.round_spread = self.spread
+        if self.spread_lead is not None and harvest.gate_lead:
+            # a cue the model barely depends on gets fewer edits of its zone, which also holds the image's evidence
+            self.round_spread *= min(1.0, max(0.0, *harvest.gate_lead.values()) / self.spread_lead)
         self.pool_active, self.pool_checked_at = True, progress if self.pool_check and len(self.cues) else math.inf
         conflict_drop: dict[int, float] = {}
         self.conflicts_found_at = math.inf
@@ -629,7 +639,7 @@ class AdversarialAugment:
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
                                      harvest.gate_lead, conflict_drop,
                                      zone_share={label: float(zone.float().mean()) for label, zone in
-                                                 self.cues.zone_of.items()}))
+                                                 self.cues.zone_of.items()}, spread=self.round_spread))
 
     def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
         """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""
@@ -700,8 +710,8 @@ class AdversarialAugment:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.spread:
-            images = self.cues.spread(images, self.spread, labels if self.spread_erase == "swap" else None)
+        if self.round_spread:
+            images = self.cues.spread(images, self.round_spread, labels if self.spread_erase == "swap" else None)
         extra = max(1, int(round(self.mix_ratio * len(labels)))) if self.mix_ratio else 0  # 0: the spread alone
         if not len(self.pool_labels) or not extra or not self.pool_active:
             return images, labels

@@ -135,6 +135,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: how the spread erases a cue: 'swap' in the zone of a batch image of "
                              "another class, or 'fill' the zone with the cue's fill (default "
                              f"{DEFAULT_SPREAD_ERASE})")
+    parser.add_argument("--spread-lead", type=off_or_number(lambda value: value > 0, "a number > 0"), default=None,
+                        metavar="LEAD",
+                        help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
+                             "most 1), so a cue the model barely depends on gets fewer edits (default off)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -162,7 +166,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
-                "spread_erase": args.spread_erase,
+                "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
