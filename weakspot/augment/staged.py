@@ -3,9 +3,10 @@ they share, and the identify-then-retrain shape of JTT and the restarted loop (`
 
 A staged method is an object with ``fit(classifier, images, labels, config, val_images, val_labels, out_dir,
 resume, progress, meta, balance_recall) -> FitResult`` that calls ``weakspot.training.fit`` more than once (ERM
-first, then a second training on masked or reweighted data); ``balance_recall`` goes to the last stage. Every stage but the last writes its checkpoints to a
-subfolder of the run folder named after it, the last to the run folder itself, so ``--resume`` continues
-whichever stage was cut short: a finished stage resumes to zero epochs and gives back its weights.
+first, then a second training on masked or reweighted data); ``balance_recall`` goes to the last stage. Every
+stage but the last writes its checkpoints to a subfolder of the run folder named after it, the last to the run
+folder itself, so ``--resume`` continues whichever stage was cut short: a finished stage resumes to zero epochs
+and gives back its weights.
 """
 
 from __future__ import annotations
