@@ -48,14 +48,19 @@ from weakspot.training.loop import KEEP_CHOICES
 # Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with
 # (by default, when one of its rounds kept something; LOOP leaves that default as it is).
 UNBALANCED = ["--balance-recall", "off"]
+# and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead
+FULL_SPREAD = ["--spread-lead", "off"]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
-                 "--pool-check", "off", *UNBALANCED]
+                 "--pool-check", "off", *UNBALANCED, *FULL_SPREAD]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
-        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap"]
+        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
+        "--spread-lead", "0.3"]
+# the default of the tenth session (2026-12-04): the spread not scaled by the lead
+FULL_SPREAD_LOOP = [*LOOP, *FULL_SPREAD]
 # the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
-SWAP_LOOP = [*LOOP, *UNBALANCED]
+SWAP_LOOP = [*FULL_SPREAD_LOOP, *UNBALANCED]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
 FILL_LOOP = [*SWAP_LOOP, "--spread-erase", "fill"]
 # the default from 2026-12-03 (fourth session) until the pool check (seventh session)
@@ -70,8 +75,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the default without its last step, the class-bias balance (the default of the ninth session)
     ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
-    # the default with the spread scaled by the round's largest dependence-test lead over 0.3 (eleventh session)
-    ("adversarial-spread-lead", "adversarial", [*LOOP, "--spread-lead", "0.3"]),
+    # the default until the spread was scaled by the round's largest dependence-test lead (eleventh session)
+    ("adversarial-full-spread", "adversarial", FULL_SPREAD_LOOP),
     # the default until 2026-12-04 (ninth session; this session's tables call the default "adversarial-swap" and
     # this row "adversarial")
     ("adversarial-fill", "adversarial", FILL_LOOP),
@@ -96,22 +101,23 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
     ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                               "--pool-check", "off", "--spread-erase", "fill", *UNBALANCED]),
+                                               "--pool-check", "off", "--spread-erase", "fill", *UNBALANCED,
+                                               *FULL_SPREAD]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                             "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off",
-                                            "--spread-erase", "fill", *UNBALANCED]),
+                                            "--spread-erase", "fill", *UNBALANCED, *FULL_SPREAD]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                               "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off",
-                                              "--spread-erase", "fill", *UNBALANCED]),
+                                              "--spread-erase", "fill", *UNBALANCED, *FULL_SPREAD]),
     # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
     ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                 "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
                                                 "--mix-ratio", "0", "--pool-check", "off", "--spread-erase", "fill",
-                                                *UNBALANCED]),
+                                                *UNBALANCED, *FULL_SPREAD]),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

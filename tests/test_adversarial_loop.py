@@ -4,9 +4,8 @@ import torch
 
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
-from weakspot.augment.adversarial import (ZONE_SHARE, AdversarialAugment, collect_adversarial, confirm_cue_classes,
-                                          cue_conflicts,
-                                         cue_zone, transplant_cues)
+from weakspot.augment.adversarial import (DEFAULT_SPREAD_LEAD, ZONE_SHARE, AdversarialAugment, collect_adversarial,
+                                          confirm_cue_classes, cue_conflicts, cue_zone, transplant_cues)
 from weakspot.augment.baselines import create_method
 from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
@@ -214,7 +213,7 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
         # erased: the zone removes most buttons, although buttons move by up to 6% between images
         assert float((button_model.predict(spread[edit])[0].cpu() == said).float().mean()) >= 0.7
     loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
-                              attack_options={"button": {"fills": ("median",)}}, spread=1.0)
+                              attack_options={"button": {"fills": ("median",)}}, spread=1.0, spread_lead=None)
     loop.start_step(0, button_model)
     assert loop.history[0].cues == len(loop.cues) > 0
     assert loop.history[0].zone_share == {1: pytest.approx(float(loop.cues.zone_of[1].float().mean()))}
@@ -229,8 +228,8 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     lead = max(scaled.history[0].gate_lead.values())
     assert 0 < lead <= 1 and scaled.history[0].spread == pytest.approx(lead / 4.0) == scaled.round_spread
     assert AdversarialAugment(images, labels, spread_lead=0.01).round_spread == 1.0  # before a round: the spread
-    with pytest.raises(WeakspotError, match="needs the cue gate"):
-        AdversarialAugment(images, labels, gate=None, spread_lead=0.3)
+    assert AdversarialAugment(images, labels).spread_lead == DEFAULT_SPREAD_LEAD  # on by default
+    assert AdversarialAugment(images, labels, gate=None).spread_lead is None  # no dependence test, no lead
     with pytest.raises(WeakspotError, match="needs transplant"):
         AdversarialAugment(images, labels, spread=0.5, transplant=False)
     assert AdversarialAugment(images, labels, transplant=False).spread == 0.0  # the default follows transplant

@@ -60,7 +60,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
                                               DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
-                                              DEFAULT_SPREAD_ERASE, DEFAULT_WARMUP, SPREAD_ERASES)
+                                              DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
+                                              SPREAD_ERASES)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, off_or_number, positive_int
 
@@ -135,10 +136,11 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: how the spread erases a cue: 'swap' in the zone of a batch image of "
                              "another class, or 'fill' the zone with the cue's fill (default "
                              f"{DEFAULT_SPREAD_ERASE})")
-    parser.add_argument("--spread-lead", type=off_or_number(lambda value: value > 0, "a number > 0"), default=None,
-                        metavar="LEAD",
+    parser.add_argument("--spread-lead", type=off_or_number(lambda value: value > 0, "a number > 0"),
+                        default=DEFAULT_SPREAD_LEAD, metavar="LEAD",
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
-                             "most 1), so a cue the model barely depends on gets fewer edits (default off)")
+                             "most 1), so a cue the model barely depends on gets fewer edits (default "
+                             f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate; needs the cue gate)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
