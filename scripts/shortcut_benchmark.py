@@ -50,8 +50,10 @@ from weakspot.training.loop import KEEP_CHOICES
 UNBALANCED = ["--balance-recall", "off"]
 # and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead
 FULL_SPREAD = ["--spread-lead", "off"]
+# both: what every row measured before the tenth session ran with
+BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
-                 "--pool-check", "off", *UNBALANCED, *FULL_SPREAD]
+                 "--pool-check", "off", *BEFORE_BALANCE]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
@@ -60,7 +62,7 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
 # the default of the tenth session (2026-12-04): the spread not scaled by the lead
 FULL_SPREAD_LOOP = [*LOOP, *FULL_SPREAD]
 # the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
-SWAP_LOOP = [*FULL_SPREAD_LOOP, *UNBALANCED]
+SWAP_LOOP = [*LOOP, *BEFORE_BALANCE]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
 FILL_LOOP = [*SWAP_LOOP, "--spread-erase", "fill"]
 # the default from 2026-12-03 (fourth session) until the pool check (seventh session)
@@ -101,23 +103,22 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
     ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                               "--pool-check", "off", "--spread-erase", "fill", *UNBALANCED,
-                                               *FULL_SPREAD]),
+                                               "--pool-check", "off", "--spread-erase", "fill", *BEFORE_BALANCE]),
     # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
     ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                             "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off",
-                                            "--spread-erase", "fill", *UNBALANCED, *FULL_SPREAD]),
+                                            "--spread-erase", "fill", *BEFORE_BALANCE]),
     # the previous default: rounds at the start of epochs 2 and 3, no spread
     ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
     ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
     ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                               "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off",
-                                              "--spread-erase", "fill", *UNBALANCED, *FULL_SPREAD]),
+                                              "--spread-erase", "fill", *BEFORE_BALANCE]),
     # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
     ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
                                                 "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
                                                 "--mix-ratio", "0", "--pool-check", "off", "--spread-erase", "fill",
-                                                *UNBALANCED, *FULL_SPREAD]),
+                                                *BEFORE_BALANCE]),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

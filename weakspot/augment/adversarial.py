@@ -546,9 +546,9 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase = spread_erase
-        self.spread_lead = spread_lead if gate is not None and transplant else None  # no test, no lead to scale by
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
+        self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
         self.pool_check = pool_check if transplant else None  # the check measures the transplanted cues
         self.pool_checked_at = math.inf  # epochs done when the pool check last measured the bank's cues
         self.pool_active = True  # False once a pool check found no cue that still pushes towards its class

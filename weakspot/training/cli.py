@@ -140,7 +140,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_SPREAD_LEAD, metavar="LEAD",
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
                              "most 1), so a cue the model barely depends on gets fewer edits (default "
-                             f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate; needs the cue gate)")
+                             f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
