@@ -79,8 +79,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
     # the default until the spread was scaled by the round's largest dependence-test lead (eleventh session)
     ("adversarial-full-spread", "adversarial", FULL_SPREAD_LOOP),
-    # the class-bias balance fitted on cue-balanced validation images (thirteenth session; docs/results.md)
-    ("adversarial-balance-spread", "adversarial", [*LOOP, "--balance-on", "cue-balanced"]),
     # the default until 2026-12-04 (ninth session; this session's tables call the default "adversarial-swap" and
     # this row "adversarial")
     ("adversarial-fill", "adversarial", FILL_LOOP),

@@ -261,35 +261,6 @@ def test_swap_erase_puts_in_the_zone_of_a_batch_image_of_another_class():
     assert not torch.isin(inside, class_zero_values).any()
 
 
-def test_cue_balanced_balance_images_hold_the_cue_in_about_half_of_each_class(button_data, button_model):
-    """``balance_on="cue-balanced"``: the validation images the class-bias balance is fitted on get the bank's
-    cues spread over every one, so the toy model (which reads the button) says 1 for about half of each class;
-    seeded, and the training's global RNG is left as it was. "validation" gives the images back as they are."""
-    _, test, _ = button_data
-    images, labels = test.images[:16], test.labels[:16]
-    options = {"button": {"fills": ("median",)}}
-    loop = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
-                              attack_options=options, balance_on="cue-balanced")
-    loop.start_step(0, button_model)
-    assert len(loop.cues)
-    val_images, val_labels = test.images[16:64], test.labels[16:64]
-    said = button_model.predict(val_images)[0].cpu()
-    assert float((said == val_labels).float().mean()) >= 0.9  # as they are: the button decides
-    state = torch.get_rng_state()
-    balanced = loop.recall_balance_images(val_images, val_labels)
-    assert torch.equal(torch.get_rng_state(), state)
-    assert torch.equal(balanced, loop.recall_balance_images(val_images, val_labels))
-    said = button_model.predict(balanced)[0].cpu()
-    for label in (0, 1):
-        assert 0.2 < float((said[val_labels == label] == 1).float().mean()) < 0.8
-    as_they_are = AdversarialAugment(images, labels, attacks=("button",), fraction=1.0, budget=80, warmup_epochs=0,
-                                     attack_options=options)
-    as_they_are.start_step(0, button_model)
-    assert as_they_are.recall_balance_images(val_images, val_labels) is val_images
-    with pytest.raises(WeakspotError, match="balance is fitted on one of"):
-        AdversarialAugment(images, labels, balance_on="test")
-
-
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model):
     _, test, _ = button_data
     harvest = collect_adversarial(button_model, test.images[:16], test.labels[:16], ("button",), 80,

@@ -15,7 +15,6 @@ from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.models import load_checkpoint, load_model
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
-from weakspot.training import calibration
 from weakspot.training.loop import TrainConfig, fit
 
 
@@ -137,7 +136,7 @@ def test_finetune_reports_label_by_cue_groups_on_a_benchmark(tmp_path, capsys):
     assert "nosuch" in capsys.readouterr().err
 
 
-def test_fit_ends_with_the_balance_a_loop_asks_for_and_a_python_caller_gets_it_too(batch, tmp_path, monkeypatch):
+def test_fit_ends_with_the_balance_a_loop_asks_for_and_a_python_caller_gets_it_too(batch, tmp_path):
     def loop_that_kept(count: int) -> SimpleNamespace:
         return SimpleNamespace(history=[RoundLog(1.5, 10, {"button": 0}, 1.0), RoundLog(2.0, 10, {"button": count}, 1.0)])
 
@@ -159,18 +158,6 @@ def test_fit_ends_with_the_balance_a_loop_asks_for_and_a_python_caller_gets_it_t
     balanced, last = (load_checkpoint(tmp_path / "asks" / name) for name in ("balanced.pt", "last.pt"))
     shift = balanced.model.get_classifier().bias - last.model.get_classifier().bias
     assert torch.allclose(shift, torch.tensor([result.recall_balance["bias"][name] for name in batch.class_names]))
-
-    class AsksOnOthers(Asks):  # ... and fits it on images of its choosing (the loop's cue-balanced ones)
-        def recall_balance_images(self, images, labels):
-            return images.flip(-1)
-
-    fitted_on = []
-    fit_balance = calibration.balance_recall
-    monkeypatch.setattr(calibration, "balance_recall", lambda model, shown, known: fitted_on.append((shown, known))
-                        or fit_balance(model, shown, known))
-    fit(model, images, labels, config, images, labels, transform=AsksOnOthers())
-    assert len(fitted_on) == 1
-    assert torch.equal(fitted_on[0][0], images.flip(-1)) and torch.equal(fitted_on[0][1], labels)
     # off overrides the transform; none without a transform that asks, or without validation data to fit on
     assert fit(model, images, labels, config, images, labels, transform=Asks(), balance_recall=False).recall_balance is None
     assert fit(model, images, labels, config, images, labels).recall_balance is None

@@ -74,12 +74,6 @@ DEFAULT_SPREAD_ERASE = "swap"
 # mean worst group 58.7% against 57.3% at full spread, the button's clean test 75.1% against 69.0% (ERM 75.4%);
 # the sticker's leads (>= 0.33) keep its full spread.
 DEFAULT_SPREAD_LEAD = 0.3
-# What the class-bias balance (``weakspot.training.calibration``) is fitted on: the validation images as they are
-# ("validation"), or with the bank's cues spread over every one ("cue-balanced", ``AdversarialAugment.
-# recall_balance_images``): a validation split drawn like the training split holds each class's cue 95/5, so equal
-# recall there is equal recall on the majority groups.
-BALANCE_IMAGES = ("validation", "cue-balanced")
-DEFAULT_BALANCE_ON = "validation"
 DEFAULT_WARMUP = 1.5  # epochs: before that the model does not yet lean on the cue enough for the dependence test
 DEFAULT_ROUNDS = 1  # rounds that keep something; one that keeps nothing is retried DEFAULT_REFRESH epochs later
 DEFAULT_REFRESH = 0.5
@@ -528,8 +522,7 @@ class AdversarialAugment:
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
-                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, balance_on: str = DEFAULT_BALANCE_ON,
-                 seed: int = 0) -> None:
+                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -544,8 +537,6 @@ class AdversarialAugment:
                                 "and a conflict refresh, a pool check and a spread lead > 0 are required")
         if spread_erase not in SPREAD_ERASES:
             raise WeakspotError(f"adversarial loop: spread erase must be one of {', '.join(SPREAD_ERASES)}")
-        if balance_on not in BALANCE_IMAGES:
-            raise WeakspotError(f"adversarial loop: the balance is fitted on one of {', '.join(BALANCE_IMAGES)}")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
@@ -554,7 +545,7 @@ class AdversarialAugment:
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
-        self.spread_erase, self.balance_on = spread_erase, balance_on
+        self.spread_erase = spread_erase
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -582,17 +573,6 @@ class AdversarialAugment:
         one of the rounds kept something, whose pool and spread moved what the stream shows each class. A loop
         that kept nothing trained as ERM and keeps ERM's model."""
         return any(sum(entry.fooled.values()) for entry in self.history)
-
-    def recall_balance_images(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The images ``fit`` fits the class-bias balance on (``balance_on``): with "cue-balanced", the validation
-        images each with a random confirmed cue's zone pasted or erased (``CueBank.spread`` at probability 1, the
-        stream's erase), so about half of each class's images hold the cue, as in a test whose groups are of
-        equal size. Seeded by the loop's seed on a forked RNG: the training's global RNG state is left as it is."""
-        if self.balance_on == "validation":
-            return images
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return self.cues.spread(images, 1.0, labels if self.spread_erase == "swap" else None)
 
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is scheduled at ``warmup_epochs +

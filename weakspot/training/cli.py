@@ -57,8 +57,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (BALANCE_IMAGES, CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BALANCE_ON,
-                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
+    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
+                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
                                               SPREAD_ERASES)
@@ -141,10 +141,6 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
                              "most 1), so a cue the model barely depends on gets fewer edits (default "
                              f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
-    parser.add_argument("--balance-on", default=DEFAULT_BALANCE_ON, choices=BALANCE_IMAGES,
-                        help="adversarial: fit the class-bias balance (--balance-recall) on the validation images as "
-                             "they are, or 'cue-balanced': each with a random confirmed cue's zone pasted or erased, "
-                             f"so about half of each class holds the cue (default {DEFAULT_BALANCE_ON})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -172,7 +168,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflicts": None if args.conflicts == "off" else args.conflicts,
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
-                "spread_erase": args.spread_erase, "spread_lead": args.spread_lead, "balance_on": args.balance_on,
+                "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}

@@ -417,10 +417,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     recall_balance = None
     if balance_recall or (balance_recall is None and has_val and getattr(transform, "balances_recall", False)):
         started = time.perf_counter()
-        # a transform that moved what the stream shows each class may say which images the balance is fitted on
-        balance_images = getattr(transform, "recall_balance_images", None)
-        fitted_on = val_images if balance_images is None else balance_images(val_images, val_labels)
-        recall_balance = calibration.balance_recall(classifier, fitted_on, val_labels)
+        recall_balance = calibration.balance_recall(classifier, val_images, val_labels)
         recall_balance["seconds"] = time.perf_counter() - started
         if out is not None and is_main:
             classifier.save(out / BALANCED_CHECKPOINT, meta={**run_meta, "recall_balance": recall_balance})
