@@ -125,6 +125,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # rows need the erm row and their time includes ERM's ("identification_seconds")
     *((f"jtt-l{weight}", "jtt", ["--jtt-upweight", str(weight), "--jtt-identification", "{work}/erm/last.pt"])
       for weight in (20, 50, 100)),
+    # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM (training
+    # groups) and DFR's head refitted on group-balanced validation features of the ERM row's model
+    ("groupbalance", "groupbalance", []),
+    ("dfr", "dfr", ["--dfr-base", "{work}/erm/last.pt"]),
 ]
 # A row chosen per run among others by validation worst-group accuracy, as the paper tunes JTT's lambda_up
 SELECTED_ROWS = {"jtt": ("jtt-l20", "jtt-l50", "jtt-l100")}
@@ -278,7 +282,7 @@ def main() -> int:
         raise SystemExit(f"unknown method(s): {', '.join(unknown)} (known: {', '.join(rows_by_name)})")
     load_before = os.getloadavg()
     if any("{work}" in flag for name in chosen for flag in rows_by_name[name][1]) and chosen[0] != "erm":
-        raise SystemExit("the jtt rows take the erm row's model: list erm first in --methods")
+        raise SystemExit("the jtt and dfr rows take the erm row's model: list erm first in --methods")
     rows = [run_method(args, name, *rows_by_name[name]) for name in chosen]
     for row in rows:
         if any("{work}" in flag for flag in rows_by_name[row["method"]][1]):

@@ -19,7 +19,8 @@ mode; after a resume too), to refresh its pool, and let ``__call__`` concatenate
 ``weakspot.augment.adversarial.AdversarialAugment`` (the first way), or with ``restart`` the staged
 ``weakspot.augment.restart.AdversarialRestart``. The published methods that train in
 stages, MaskTune and JTT, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
-their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``).
+their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``), as are the oracles that are
+told the groups, group-balanced ERM and DFR (``weakspot.augment.oracles``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from weakspot.augment.restart import adversarial_method
 from weakspot.augment.jtt import Jtt
 from weakspot.augment.masktune import MaskTune
+from weakspot.augment.oracles import Dfr, GroupBalance
 from weakspot.augment.staged import StagedMethod
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -135,6 +137,8 @@ METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "adversarial": adversarial_method,  # needs images= and labels= (the training set it attacks)
     "masktune": MaskTune,
     "jtt": Jtt,
+    "groupbalance": GroupBalance,  # oracles: need groups= (training) or val_groups= (validation) group labels
+    "dfr": Dfr,
 }
 
 

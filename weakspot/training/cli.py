@@ -80,6 +80,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jtt-identification", default=None,
                         help="jtt: a trained weakspot checkpoint (e.g. an ERM run's last.pt) to take the error set "
                              "from instead of training the identification model")
+    parser.add_argument("--dfr-base", default=None,
+                        help="dfr: a trained weakspot checkpoint (e.g. an ERM run's last.pt) whose head is refitted, "
+                             "instead of training ERM first")
     parser.add_argument("--attacks", type=comma_list, default=list(DEFAULT_ATTACKS),
                         help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
     parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
@@ -157,6 +160,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "jtt":
         return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs,
                 "identification": args.jtt_identification}
+    if method == "dfr":
+        return {"base": args.dfr_base, "seed": args.seed}
     if method == "adversarial":
         from weakspot.attacks.cli import check_attack_names
 
@@ -172,6 +177,23 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
+
+
+# The oracles' parameter that holds group labels, and the split they come from (weakspot.augment.oracles)
+GROUP_ORACLES = {"groupbalance": "groups", "dfr": "val_groups"}
+
+
+def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace, label_name: str) -> list[str]:
+    """Each image's group (label x the manifest's cue column and ``--groups``) of the split an oracle is told."""
+    from weakspot.shortcut import SPLIT_COLUMN
+    from weakspot.training.evaluation import group_keys
+
+    split = "train" if GROUP_ORACLES[method] == "groups" else "val"
+    attributes = [g for g in args.groups if g != SPLIT_COLUMN]
+    if not attributes or split not in splits:
+        raise WeakspotError(f"{args.data}: --method {method} is told the {split} split's groups: it needs a "
+                            f"{split} split and group attributes (a cue column or --groups)")
+    return ["/".join(key) for key in group_keys(splits[split], [label_name, *attributes], label_name)]
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,10 +259,12 @@ def run(args: argparse.Namespace, method: str) -> int:
             raise WeakspotError(f"{args.data}: --balance-recall (on by default for the adversarial loop) fits on the "
                                 "validation split, and there is none; give one, or --balance-recall off")
         params = method_params(args, method) if hasattr(args, "method") else {}
+        label_name = args.label or "class"
         if method == "adversarial":
             params.update(images=train.images, labels=train.labels)
+        if method in GROUP_ORACLES:
+            params[GROUP_ORACLES[method]] = oracle_groups(splits, method, args, label_name)
         transform = create_method(method, **params)
-        label_name = args.label or "class"
         torch.manual_seed(args.seed)
         weights = None if args.weights == "none" else args.weights
         classifier = load_model(args.model if weights in (None, "imagenet") else None, weights=weights,

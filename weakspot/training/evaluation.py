@@ -12,19 +12,24 @@ from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
 
 
-def group_accuracy(correct: torch.Tensor, imageset: ImageSet, attributes: Sequence[str], label_name: str) -> dict[str, Any]:
-    """Accuracy overall, per group of ``attributes`` (``label_name`` means the class) and of the worst group."""
-    columns = {}
+def group_keys(imageset: ImageSet, attributes: Sequence[str], label_name: str) -> list[tuple[str, ...]]:
+    """Each image's group: its values of ``attributes`` (``label_name`` means the class), in that order."""
+    columns = []
     for attribute in attributes:
         if attribute == label_name:
-            columns[attribute] = [imageset.class_names[int(label)] for label in imageset.labels]
+            columns.append([imageset.class_names[int(label)] for label in imageset.labels])
         elif attribute in imageset.groups:
-            columns[attribute] = imageset.groups[attribute]
+            columns.append(imageset.groups[attribute])
         else:
             raise WeakspotError(f"{imageset.source}: no group attribute '{attribute}'")
+    return list(zip(*columns)) if columns else [() for _ in range(len(imageset))]
+
+
+def group_accuracy(correct: torch.Tensor, imageset: ImageSet, attributes: Sequence[str], label_name: str) -> dict[str, Any]:
+    """Accuracy overall, per group of ``attributes`` (``label_name`` means the class) and of the worst group."""
     members: dict[tuple[str, ...], list[int]] = {}
-    for index in range(len(imageset)):
-        members.setdefault(tuple(columns[a][index] for a in attributes), []).append(index)
+    for index, key in enumerate(group_keys(imageset, attributes, label_name)):
+        members.setdefault(key, []).append(index)
     correct = correct.cpu().bool()
     groups = [{"group": dict(zip(attributes, key)), "n": len(indices),
                "accuracy": float(correct[indices].float().mean())} for key, indices in sorted(members.items())]
