@@ -1,0 +1,139 @@
+"""The oracles told the groups (``weakspot.augment.oracles``): group-balanced ERM and DFR's head refit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from weakspot.augment.oracles import Dfr, GroupBalance, balanced_subsample, group_balanced_weights
+from weakspot.cli import main
+from weakspot.models import Classifier, load_model
+from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+from weakspot.training.loop import TrainConfig, _epoch_batches, fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_group_balanced_weights_draw_every_group_equally_often():
+    groups = ["a/x"] * 90 + ["a/y"] * 10 + ["b/x"] * 5 + ["b/y"] * 95
+    weights = group_balanced_weights(groups)
+    config = TrainConfig(batch_size=1000, seed=0)
+    drawn = torch.cat([_epoch_batches(len(groups), config, epoch, 0, 1, weights)[0] for epoch in range(20)])
+    shares = [float(np.isin(drawn.numpy(), [i for i, g in enumerate(groups) if g == group]).mean())
+              for group in ("a/x", "a/y", "b/x", "b/y")]
+    assert all(abs(share - 0.25) < 0.03 for share in shares), shares
+    chosen = balanced_subsample(np.array(groups), np.random.default_rng(0))
+    assert sorted(np.unique(np.array(groups)[chosen], return_counts=True)[1].tolist()) == [5, 5, 5, 5]
+
+
+def test_groupbalance_is_erm_with_group_balanced_sampling(retraining_case):
+    data, config, model, initial = retraining_case
+    groups = [f"{int(label)}/{cue}" for label, cue in zip(data.labels, data.groups["cue"])]
+    result = GroupBalance(groups).fit(model, data.images, data.labels, config)
+    assert [entry["stage"] for entry in result.history] == ["train", "train"]
+    reference = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    reference.model.load_state_dict(initial)
+    fit(reference, data.images, data.labels, config, sample_weights=group_balanced_weights(groups))
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, model.model.state_dict()[key]), key
+
+
+class TwoFeatures(nn.Module):
+    """Features = two pixels of the (normalised) image: a weak core feature and a cue; a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(2, 2)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(images[:, 0, 0, :2])
+
+
+def two_feature_images(labels: torch.Tensor, cue: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    images = torch.zeros(len(labels), 3, 2, 2)
+    images[:, 0, 0, 0] = labels + 0.35 * torch.randn(len(labels), generator=generator)  # core: overlaps
+    images[:, 0, 0, 1] = cue.float()  # the cue: exact
+    return images
+
+
+def test_dfr_refits_the_head_on_balanced_groups_and_drops_the_cue():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 2
+    cue = torch.where(torch.rand(400, generator=generator) < 0.9, labels, 1 - labels)  # the cue agrees 90% of the time
+    images = two_feature_images(labels, cue, generator)
+    classifier = Classifier(TwoFeatures(), "two_features", ["a", "b"], device="cpu")
+    with torch.no_grad():  # a head that reads the cue alone, as ERM would
+        classifier.model.head.weight.copy_(torch.tensor([[0.0, -20.0], [0.0, 20.0]]))
+        classifier.model.head.bias.zero_()
+    conflicting_labels = torch.arange(200) % 2
+    conflicting = two_feature_images(conflicting_labels, 1 - conflicting_labels, generator)
+    assert float((classifier.predict(conflicting)[0] == conflicting_labels).float().mean()) == 0.0
+    groups = [f"{int(label)}/{int(c)}" for label, c in zip(labels, cue)]
+    method = Dfr(groups[200:], seed=0)
+    method.refit_head(classifier, images[:200], images[200:], labels[200:])
+    assert method.details["balanced_images"] == 4 * min(groups[200:].count(g) for g in set(groups[200:]))
+    assert float((classifier.predict(conflicting)[0] == conflicting_labels).float().mean()) > 0.85
+
+
+def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path):
+    source, _ = make_shortcut_dataset(80, 32, cue_rate=0.5, signal=1.0, seed=9)
+    source.groups = {}
+    source_dir = write_imageset(source, tmp_path / "source", label="shape")
+    bench = tmp_path / "bench"
+    build_shortcut_benchmark(source_dir, "shape", bench, size=32, seed=0)
+    common = ["finetune", "--data", str(bench), "--label", "shape", "--size", "32", "--model", "test_efficientnet",
+              "--weights", "none", "--epochs", "2", "--batch-size", "16", "--no-progress", "--device", "cpu",
+              "--keep", "last"]
+    assert main([*common, "--method", "groupbalance", "--out", str(tmp_path / "gb")]) == 0
+    results = json.loads((tmp_path / "gb" / "results.json").read_text())
+    assert set(results["method_details"]["group_sizes"]) == {"tall/button", "tall/none", "wide/button", "wide/none"}
+    assert [entry["stage"] for entry in results["history"]] == ["train", "train"]
+    assert main([*common, "--method", "erm", "--out", str(tmp_path / "erm")]) == 0
+    assert main([*common, "--method", "dfr", "--dfr-base", str(tmp_path / "erm" / "last.pt"),
+                 "--out", str(tmp_path / "dfr")]) == 0
+    results = json.loads((tmp_path / "dfr" / "results.json").read_text())
+    assert results["history"] == [] and results["method_details"]["retrains"] == 20
+    assert (tmp_path / "dfr" / "last.pt").is_file()
+    # a folder without groups (no cue column): the oracles have nothing to be told, a one-line error
+    assert main([*common[:2], str(source_dir), *common[3:], "--method", "groupbalance", "--out", str(tmp_path / "x")]) == 2
+    assert main([*common, "--method", "dfr", "--balance-recall", "on", "--out", str(tmp_path / "y")]) == 2
+
+
+class StreamReweighting:
+    """A transform that, from ``switch_at`` epochs on, has every training image drawn but the first weigh 0."""
+
+    def __init__(self, count: int, switch_at: float) -> None:
+        self.count, self.switch_at = count, switch_at
+        self.sample_weights: torch.Tensor | None = None
+        self.progress: list[float] = []  # every start_step call
+        self.seen: list[torch.Tensor] = []  # every batch trained on
+
+    def start_step(self, progress: float, classifier) -> None:
+        self.progress.append(progress)
+        if progress >= self.switch_at and self.sample_weights is None:
+            self.sample_weights = torch.zeros(self.count, dtype=torch.float64)
+            self.sample_weights[0] = 1.0
+
+    def __call__(self, images, labels, classifier):
+        self.seen.append(images.clone())
+        return images, labels
+
+
+def test_fit_draws_the_rest_of_the_epoch_anew_when_a_transform_reweights_the_stream():
+    data, _ = make_shortcut_dataset(64, 16, cue_rate=0.5, signal=1.0, seed=2)
+    data.images[0] = 1.0  # the only image drawn once the weights are set: white
+    classifier = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    transform = StreamReweighting(64, switch_at=1.5)
+    fit(classifier, data.images, data.labels, TrainConfig(epochs=2, batch_size=8, seed=0, augment=False),
+        transform=transform)
+    assert transform.progress == [step / 8 for step in range(12)] + [1.5] + [step / 8 for step in range(12, 16)]
+    assert len(transform.seen) == 16  # steps per epoch unchanged
+    assert not any(bool((batch == 1.0).all()) for batch in transform.seen[:12])
+    assert all(bool((batch == 1.0).all()) for batch in transform.seen[12:])
