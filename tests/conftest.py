@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from weakspot.models import Classifier, load_model
-from weakspot.shortcut import ButtonCue, make_shortcut_dataset
+from weakspot.shortcut import ButtonCue, build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 from weakspot.training import TrainConfig, train_classifier
 
 UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface"
@@ -79,3 +79,18 @@ def retraining_case():
     model = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
     initial = {key: value.clone() for key, value in model.model.state_dict().items()}
     return data, TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=1), model, initial
+
+
+@pytest.fixture
+def tiny_finetune(tmp_path) -> tuple[Path, list[str]]:
+    """A procedural folder (label ``shape``, no groups) and ``weakspot finetune`` arguments for 2 epochs on the
+    planted-shortcut benchmark built from it (``data shortcut`` layout: split and cue columns); add ``--method``
+    and ``--out``. What the staged methods' command-line runs are checked on."""
+    source, _ = make_shortcut_dataset(80, 32, cue_rate=0.5, signal=1.0, seed=9)
+    source.groups = {}
+    source_dir = write_imageset(source, tmp_path / "source", label="shape")
+    bench = tmp_path / "bench"
+    build_shortcut_benchmark(source_dir, "shape", bench, size=32, seed=0)
+    return source_dir, ["finetune", "--data", str(bench), "--label", "shape", "--size", "32", "--model",
+                        "test_efficientnet", "--weights", "none", "--epochs", "2", "--batch-size", "16",
+                        "--no-progress", "--device", "cpu", "--keep", "last"]

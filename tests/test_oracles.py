@@ -12,7 +12,7 @@ from torch import nn
 from weakspot.augment.oracles import Dfr, GroupBalance, balanced_subsample, group_balanced_weights
 from weakspot.cli import main
 from weakspot.models import Classifier, load_model
-from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+from weakspot.shortcut import make_shortcut_dataset
 from weakspot.training.loop import TrainConfig, _epoch_batches, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,15 +82,8 @@ def test_dfr_refits_the_head_on_balanced_groups_and_drops_the_cue():
     assert float((classifier.predict(conflicting)[0] == conflicting_labels).float().mean()) > 0.85
 
 
-def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path):
-    source, _ = make_shortcut_dataset(80, 32, cue_rate=0.5, signal=1.0, seed=9)
-    source.groups = {}
-    source_dir = write_imageset(source, tmp_path / "source", label="shape")
-    bench = tmp_path / "bench"
-    build_shortcut_benchmark(source_dir, "shape", bench, size=32, seed=0)
-    common = ["finetune", "--data", str(bench), "--label", "shape", "--size", "32", "--model", "test_efficientnet",
-              "--weights", "none", "--epochs", "2", "--batch-size", "16", "--no-progress", "--device", "cpu",
-              "--keep", "last"]
+def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path, tiny_finetune):
+    source_dir, common = tiny_finetune
     assert main([*common, "--method", "groupbalance", "--out", str(tmp_path / "gb")]) == 0
     results = json.loads((tmp_path / "gb" / "results.json").read_text())
     assert set(results["method_details"]["group_sizes"]) == {"tall/button", "tall/none", "wide/button", "wide/none"}

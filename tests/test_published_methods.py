@@ -13,7 +13,6 @@ from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.explainers.gradcam import XGradCam
 from weakspot.models import load_model
-from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 from weakspot.training.loop import TrainConfig, _epoch_batches, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,15 +83,8 @@ def test_jtt_retrains_from_the_initial_weights_with_its_error_set_upweighted(ret
         MaskTune(finetune_lr=-1.0)
 
 
-def test_finetune_masktune_and_jtt_write_their_stages_and_resume(tmp_path):
-    source, _ = make_shortcut_dataset(80, 32, cue_rate=0.5, signal=1.0, seed=9)
-    source.groups = {}
-    source_dir = write_imageset(source, tmp_path / "source", label="shape")
-    bench = tmp_path / "bench"
-    build_shortcut_benchmark(source_dir, "shape", bench, size=32, seed=0)
-    common = ["finetune", "--data", str(bench), "--label", "shape", "--size", "32", "--model", "test_efficientnet",
-              "--weights", "none", "--epochs", "2", "--batch-size", "16", "--no-progress", "--device", "cpu",
-              "--keep", "last"]
+def test_finetune_masktune_and_jtt_write_their_stages_and_resume(tmp_path, tiny_finetune):
+    _, common = tiny_finetune
     assert main([*common, "--method", "masktune", "--out", str(tmp_path / "mt")]) == 0
     results = json.loads((tmp_path / "mt" / "results.json").read_text())
     assert [entry["stage"] for entry in results["history"]] == ["erm", "erm", "masked"]
