@@ -125,10 +125,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # rows need the erm row and their time includes ERM's ("identification_seconds")
     *((f"jtt-l{weight}", "jtt", ["--jtt-upweight", str(weight), "--jtt-identification", "{work}/erm/last.pt"])
       for weight in (20, 50, 100)),
-    # the loop drawing each class's conflicts as often as the rest of the class (the groups it infers balanced),
-    # like the pool only while the pool check finds a cue still pushing (the first version, drawn to the end, was
-    # not adopted: docs/results.md, fourteenth session)
-    ("adversarial-balance-active", "adversarial", [*LOOP, "--balance-groups"]),
     # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM (training
     # groups) and DFR's head refitted on group-balanced validation features of the ERM row's model
     ("groupbalance", "groupbalance", []),

@@ -415,22 +415,6 @@ def test_error_conflicts_are_the_training_images_the_model_gets_wrong(button_dat
     assert loop.history[0].fooled["conflicts"] == int(wrong.sum())
     assert torch.equal(loop.pool_images[conflicting], mixed.images[wrong])
     assert torch.equal(loop.pool_labels[conflicting], mixed.labels[wrong])
-    assert loop.sample_weights is None  # the stream is drawn as ERM's
-
-    balanced = AdversarialAugment(mixed.images, mixed.labels, attacks=("button",), fraction=0.5, budget=80,
-                                  warmup_epochs=0, attack_options={"button": {"fills": ("median",)}}, gate=None,
-                                  balance_groups=True)
-    balanced.start_step(0, button_model)
-    assert balanced.history[0].fooled["conflicts"] == int(wrong.sum())
-    assert len(balanced.pool_labels) == len(loop.pool_labels) - int(wrong.sum())  # not in the pool: drawn instead
-    for label in (0, 1):  # each class's conflicts drawn as often as the rest of the class
-        weights = balanced.sample_weights[mixed.labels == label]
-        conflicts = wrong[mixed.labels == label]
-        assert float(weights[conflicts].sum()) == pytest.approx(float(weights[~conflicts].sum()))
-    balanced.pool_active = False  # a pool check found no cue still pushing: the stream is drawn as ERM's again
-    assert balanced.sample_weights is None
-    with pytest.raises(WeakspotError, match="balance groups"):
-        AdversarialAugment(mixed.images, mixed.labels, conflicts=None, balance_groups=True)
 
 
 class ConstantPredictor:

@@ -98,35 +98,3 @@ def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path, tiny
     assert main([*common[:2], str(source_dir), *common[3:], "--method", "groupbalance", "--out", str(tmp_path / "x")]) == 2
     assert main([*common, "--method", "dfr", "--balance-recall", "on", "--out", str(tmp_path / "y")]) == 2
 
-
-class StreamReweighting:
-    """A transform that, from ``switch_at`` epochs on, has every training image drawn but the first weigh 0."""
-
-    def __init__(self, count: int, switch_at: float) -> None:
-        self.count, self.switch_at = count, switch_at
-        self.sample_weights: torch.Tensor | None = None
-        self.progress: list[float] = []  # every start_step call
-        self.seen: list[torch.Tensor] = []  # every batch trained on
-
-    def start_step(self, progress: float, classifier) -> None:
-        self.progress.append(progress)
-        if progress >= self.switch_at and self.sample_weights is None:
-            self.sample_weights = torch.zeros(self.count, dtype=torch.float64)
-            self.sample_weights[0] = 1.0
-
-    def __call__(self, images, labels, classifier):
-        self.seen.append(images.clone())
-        return images, labels
-
-
-def test_fit_draws_the_rest_of_the_epoch_anew_when_a_transform_reweights_the_stream():
-    data, _ = make_shortcut_dataset(64, 16, cue_rate=0.5, signal=1.0, seed=2)
-    data.images[0] = 1.0  # the only image drawn once the weights are set: white
-    classifier = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
-    transform = StreamReweighting(64, switch_at=1.5)
-    fit(classifier, data.images, data.labels, TrainConfig(epochs=2, batch_size=8, seed=0, augment=False),
-        transform=transform)
-    assert transform.progress == [step / 8 for step in range(12)] + [1.5] + [step / 8 for step in range(12, 16)]
-    assert len(transform.seen) == 16  # steps per epoch unchanged
-    assert not any(bool((batch == 1.0).all()) for batch in transform.seen[:12])
-    assert all(bool((batch == 1.0).all()) for batch in transform.seen[12:])

@@ -20,10 +20,7 @@ gets wrong, or those found by erasing the cue zone (``cue_conflicts``). They are
 gets wrong, which the spread's edited images do not stand for. With ``conflict_refresh`` they are found again
 with the current model every that many epochs after the round (off by default: docs/results.md). With
 ``agreements`` each class's conflicts come with as many of its training images that do not conflict (drawn at
-random, seeded), so the pool's natural images hold the cue as often as not in each class. With ``balance_groups``
-the conflicts do not join the pool: from the round on, while the pool is active (``pool_check``), ``fit`` draws the
-training images so that each class's conflicts come as often as the rest of the class (``sample_weights``), as
-group-balanced ERM draws the groups it is told (``weakspot.augment.oracles``; docs/results.md, fourteenth session). With ``pool_check`` the
+random, seeded), so the pool's natural images hold the cue as often as not in each class. With ``pool_check`` the
 model's reading of the bank's cues is measured every that many epochs after the round (``cue_effects``), and the
 pool stays in the stream only while some class's cues still push images towards it: every pool source holds the
 cue on the other side of the label, so a pool kept to the end can push the model past balance (the spread,
@@ -54,7 +51,6 @@ from weakspot.attacks import AttackResult, attack_params, create_attack
 from weakspot.attacks.engine import fooling
 from weakspot.attacks.guidance import GuidanceCache
 from weakspot.attacks.proposals import box_masks
-from weakspot.augment.oracles import group_balanced_weights
 from weakspot.fills import ERASING_FILLS, apply_masks, fill_images
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -526,8 +522,7 @@ class AdversarialAugment:
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
-                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, balance_groups: bool = False,
-                 seed: int = 0) -> None:
+                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -564,12 +559,6 @@ class AdversarialAugment:
         self.conflict_source = 0  # the pool source index of the conflicts
         self.conflict_mask = torch.zeros(len(labels), dtype=torch.bool)  # which training images they are
         self.accumulate_conflicts, self.agreements = accumulate_conflicts, agreements
-        if balance_groups and (conflicts is None or agreements):
-            raise WeakspotError("adversarial loop: balance groups draws the conflicts; it needs conflicts and no agreements")
-        self.balance_groups = balance_groups
-        # with ``balance_groups``, once a round found conflicts: each class's conflicts drawn as often as the rest of
-        # the class (``weakspot.augment.oracles.group_balanced_weights``); ``sample_weights`` while the pool is active
-        self.conflict_weights: torch.Tensor | None = None
         self.cues = CueBank.empty(images)
         self.pool_images = torch.empty(0)
         self.pool_labels = torch.empty(0, dtype=torch.long)
@@ -577,13 +566,6 @@ class AdversarialAugment:
         self.history: list[RoundLog] = []
         self.last_round = -1
         self.empty_rounds = 0  # rounds that kept nothing: they do not count against ``rounds``
-
-    @property
-    def sample_weights(self) -> torch.Tensor | None:
-        """What ``fit`` draws the training images by (None: uniformly): the balanced conflicts, like the pool only
-        while the pool check finds a cue still pushing (``pool_check``): drawn to the end, they push a model that
-        has stopped reading the cue on to reading it as the other class's, as the pool does."""
-        return self.conflict_weights if self.pool_active else None
 
     @property
     def balances_recall(self) -> bool:
@@ -680,11 +662,7 @@ class AdversarialAugment:
             found, drops = cue_conflicts(classifier, self.images, self.labels, self.cues)
         if earlier is not None:
             found = found | earlier
-        if self.balance_groups:  # the stream draws them as often as the rest of their class, not the pool
-            labels = self.labels.cpu().tolist()
-            self.conflict_weights = group_balanced_weights([f"{label}/{flag}" for label, flag in zip(labels, found.tolist())])
-        else:
-            self.extend_pool(torch.nonzero(found).flatten(), self.conflict_source)
+        self.extend_pool(torch.nonzero(found).flatten(), self.conflict_source)
         if self.agreements:
             self.extend_pool(matching_agreements(found, self.labels.cpu(), np.random.default_rng(
                 [self.seed, len(self.history), round(progress * 1000)])), self.conflict_source + 1)

@@ -144,11 +144,6 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
                              "most 1), so a cue the model barely depends on gets fewer edits (default "
                              f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
-    parser.add_argument("--balance-groups", action=argparse.BooleanOptionalAction, default=False,
-                        help="adversarial: after a round, draw the training images so that each class's conflicts "
-                             "(--conflicts) come as often as the rest of the class, as group-balanced ERM draws its "
-                             "groups, instead of adding them to the pool; like the pool, only while the pool check "
-                             "finds a cue still pushing (default off)")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -179,7 +174,6 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
-                "balance_groups": args.balance_groups,
                 "seed": args.seed,
                 "restart": args.adv_restart}
     return {}

@@ -145,13 +145,6 @@ def _epoch_batches(count: int, config: TrainConfig, epoch: int, rank: int, world
     return batches
 
 
-def _stream_weights(transform: BatchTransform | None, sample_weights: torch.Tensor | None) -> torch.Tensor | None:
-    """The weights the training images are drawn by: a transform's own ``sample_weights`` once it has set them
-    (the adversarial loop's, after a round: ``AdversarialAugment.balance_groups``), else ``fit``'s."""
-    own = getattr(transform, "sample_weights", None)
-    return own if own is not None else sample_weights
-
-
 def _count_correct(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Correct predictions on this rank's shard of (images, labels)."""
     rank, world = _world()
@@ -368,33 +361,24 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         for epoch in range(start_epoch, config.epochs):
             if stopped:
                 break
-            drawn_by = _stream_weights(transform, sample_weights)
-            batches = _epoch_batches(len(labels), config, epoch, rank, world, drawn_by)
+            batches = _epoch_batches(len(labels), config, epoch, rank, world, sample_weights)
             update = bar.epoch(epoch + 1)
             classifier.net.train()
             started = time.perf_counter()
             hook_seconds = 0.0  # spent in the transform's start_step (attack rounds): not training throughput
             loss_sum, correct, seen = 0.0, 0, 0
-            done = 0  # steps trained this epoch
             try:
-                while done < len(batches):
-                    remaining = batches[done:]
-                    for index, batch in zip(remaining, _batches_of_images(images, remaining, config)):
-                        if hasattr(transform, "start_step"):
-                            hook_started = time.perf_counter()
-                            classifier.net.eval()
-                            transform.start_step(epoch + done / len(batches), classifier)
-                            classifier.net.train()
-                            hook_seconds += time.perf_counter() - hook_started
-                        if _stream_weights(transform, sample_weights) is not drawn_by:  # a round reweighted the stream:
-                            drawn_by = _stream_weights(transform, sample_weights)  # the epoch's rest is drawn anew
-                            batches = batches[:done] + _epoch_batches(len(labels), config, epoch, rank, world, drawn_by)[done:]
-                            break
-                        batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index])
-                        loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + batch_seen
-                        done += 1
-                        update(done, loss_sum / seen, correct / seen,
-                               seen * world / (time.perf_counter() - started - hook_seconds))
+                for step, (index, batch) in enumerate(zip(batches, _batches_of_images(images, batches, config)), 1):
+                    if hasattr(transform, "start_step"):
+                        hook_started = time.perf_counter()
+                        classifier.net.eval()
+                        transform.start_step(epoch + (step - 1) / len(batches), classifier)
+                        classifier.net.train()
+                        hook_seconds += time.perf_counter() - hook_started
+                    batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index])
+                    loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + batch_seen
+                    update(step, loss_sum / seen, correct / seen,
+                           seen * world / (time.perf_counter() - started - hook_seconds))
             finally:
                 classifier.net.eval()
             trainer.sync_buffers()
