@@ -1,6 +1,7 @@
-"""Oracles: methods that are told the groups (label x cue) the loop has to find by itself. They bound what the
-data and the model allow at a given scale, so a gap between the loop and them is a gap the loop could still
-close; a gain that even they do not reach is not the loop's to reach.
+"""Oracles: methods that are told the groups (label x cue) the loop has to find by itself. They show what
+knowing the groups buys at a given scale: where they beat the loop, the groups hold a gain the loop leaves;
+where the loop beats them (on the planted stroke, README "Planted-shortcut benchmark"), its edits do more
+than reweighting the few natural minority images can.
 
 - ``GroupBalance`` (``weakspot finetune --method groupbalance``): RWG, reweighting groups (Idrissi et al.,
   "Simple data balancing achieves competitive worst-group-accuracy", CLeaR 2022): ERM whose sampler draws
