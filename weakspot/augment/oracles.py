@@ -5,8 +5,8 @@ than reweighting the few natural minority images can.
 
 - ``GroupBalance`` (``weakspot finetune --method groupbalance``): RWG, reweighting groups (Idrissi et al.,
   "Simple data balancing achieves competitive worst-group-accuracy", CLeaR 2022): ERM whose sampler draws
-  every TRAINING group (label x cue) equally often; reported worst group: Waterbirds 87.6%, CelebA 85.6%, on
-  a par with GroupDRO (Sagawa et al., ICLR 2020). Group labels on the training split. Scaled: none; each epoch
+  every TRAINING group (label x cue) equally often; the paper reports worst-group accuracy on Waterbirds and
+  CelebA on a par with GroupDRO's (Sagawa et al., ICLR 2020). Group labels on the training split. Scaled: none; each epoch
   draws as many images as the training set has (``fit``'s ``sample_weights``), so it costs what ERM costs.
 - ``Dfr`` (``--method dfr``): DFR, deep feature reweighting (Kirichenko et al., "Last layer re-training is
   sufficient for robustness to spurious correlations", ICLR 2023; the authors' dfr_evaluate_spurious.py,
@@ -166,5 +166,6 @@ class Dfr:
             head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
             head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
         self.details = {"c": best_c, "val_worst_group_by_c": {str(c): score for c, score in scores.items()},
-                        "balanced_images": int(len(balanced_subsample(groups, rng))), "retrains": DFR_RETRAINS,
+                        "balanced_images": len(set(self.val_groups)) * min(Counter(self.val_groups).values()),
+                        "retrains": DFR_RETRAINS,
                         "nonzero_features": int((np.abs(coef) > 0).any(axis=0).sum())}
