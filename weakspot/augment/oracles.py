@@ -34,7 +34,7 @@ from torch import nn
 
 from weakspot.augment.staged import StageRunner
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier, load_checkpoint
+from weakspot.models import Classifier, linear_head, load_checkpoint
 from weakspot.training.loop import LAST_CHECKPOINT, FitResult, TrainConfig
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the authors' grid of inverse L1 strengths
@@ -70,9 +70,7 @@ class GroupBalance:
 
 def penultimate_features(classifier: Classifier, images: torch.Tensor) -> tuple[np.ndarray, nn.Linear]:
     """What the classifier's linear head sees for each image (N, D), read by a hook on the head, and the head."""
-    head = classifier.model.get_classifier() if hasattr(classifier.model, "get_classifier") else None
-    if not isinstance(head, nn.Linear) or head.bias is None:
-        raise WeakspotError(f"dfr: the '{classifier.arch}' model has no linear classifier head with a bias")
+    head = linear_head(classifier, "dfr")
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach().float().cpu()))
     try:

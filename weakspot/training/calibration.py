@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from weakspot.errors import WeakspotError
-from weakspot.models import Classifier
+from weakspot.models import Classifier, linear_head
 
 BIAS_SPAN = 10.0  # shifts searched, in logits: [-span, span]
 BIAS_STEP = 0.025  # logits between two shifts searched: about 0.6% of probability around 0.5
@@ -61,9 +59,7 @@ def equal_recall_bias(logits: torch.Tensor, labels: torch.Tensor, span: float = 
 def balance_recall(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head in place, so the
     checkpoint it saves carries it; returns the biases and the recalls before and after, per class name."""
-    head = classifier.model.get_classifier() if hasattr(classifier.model, "get_classifier") else None
-    if not isinstance(head, nn.Linear) or head.bias is None:
-        raise WeakspotError(f"recall balance: the '{classifier.arch}' model has no linear classifier head with a bias")
+    head = linear_head(classifier, "recall balance")
     with torch.inference_mode():
         probabilities = classifier.predict_proba(images).cpu().double().clamp_min(1e-12)
     logits = probabilities.log()  # the logits up to a constant per image, which moves no argmax

@@ -180,7 +180,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 # The oracles' parameter that holds group labels, and the split they come from (weakspot.augment.oracles)
-GROUP_ORACLES = {"groupbalance": "groups", "dfr": "val_groups"}
+GROUP_ORACLES = {"groupbalance": ("groups", "train"), "dfr": ("val_groups", "val")}
 
 
 def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace, label_name: str) -> list[str]:
@@ -188,7 +188,7 @@ def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace,
     from weakspot.shortcut import SPLIT_COLUMN
     from weakspot.training.evaluation import group_keys
 
-    split = "train" if GROUP_ORACLES[method] == "groups" else "val"
+    split = GROUP_ORACLES[method][1]
     attributes = [g for g in args.groups if g != SPLIT_COLUMN]
     if not attributes or split not in splits:
         raise WeakspotError(f"{args.data}: --method {method} is told the {split} split's groups: it needs a "
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, method: str) -> int:
         if method == "adversarial":
             params.update(images=train.images, labels=train.labels)
         if method in GROUP_ORACLES:
-            params[GROUP_ORACLES[method]] = oracle_groups(splits, method, args, label_name)
+            params[GROUP_ORACLES[method][0]] = oracle_groups(splits, method, args, label_name)
         transform = create_method(method, **params)
         torch.manual_seed(args.seed)
         weights = None if args.weights == "none" else args.weights
