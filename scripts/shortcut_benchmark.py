@@ -75,6 +75,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
+    # the cue zone drawn around the most-covered pixels: those a quarter of its cover covers, grown by 4% or 8% of the side
+    ("adversarial-zone-peak", "adversarial", [*LOOP, "--zone-base", "peak", "--zone-share", "0.25"]),
+    ("adversarial-zone-peak-wide", "adversarial", [*LOOP, "--zone-base", "peak", "--zone-share", "0.25",
+                                                   "--zone-growth", "0.08"]),
     # the default without its last step, the class-bias balance (the default of the ninth session)
     ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
     # the default until the spread was scaled by the round's largest dependence-test lead (eleventh session)

@@ -162,13 +162,28 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
 # the other class, the old zone 56-86%.
 ZONE_SHARE = 0.05
 ZONE_GROWTH = 0.04
+ZONE_BASES = ("cues", "peak")  # what ZONE_SHARE is a share of: the class's cues, or the most-covered pixel's cover
 
 
-def cue_zone(masks: torch.Tensor, share: float = ZONE_SHARE, growth: float = ZONE_GROWTH) -> torch.Tensor:
-    """The zone of one class's cue masks (n, H, W): the pixels ``share`` of them cover, grown by ``growth``
-    of the image side."""
-    shared = (masks.float().mean(dim=0) >= share).float()
-    reach = int(round(growth * max(masks.shape[-2:])))
+@dataclass(frozen=True)
+class ZoneRule:
+    """How a class's cue zone is drawn from its cues' masks: the pixels ``share`` of them cover (with ``base``
+    "peak", ``share`` of the most-covered pixel's cover), grown by ``growth`` of the image side."""
+
+    share: float = ZONE_SHARE
+    growth: float = ZONE_GROWTH
+    base: str = "cues"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0 or not 0.0 <= self.growth < 1.0 or self.base not in ZONE_BASES:
+            raise WeakspotError(f"cue zone: share in (0, 1], growth in [0, 1) and a base of {', '.join(ZONE_BASES)}")
+
+
+def cue_zone(masks: torch.Tensor, rule: ZoneRule = ZoneRule()) -> torch.Tensor:
+    """The zone of one class's cue masks (n, H, W) by ``rule``."""
+    cover = masks.float().mean(dim=0)
+    shared = (cover >= rule.share * (cover.max() if rule.base == "peak" else 1.0)).float()
+    reach = int(round(rule.growth * max(masks.shape[-2:])))
     return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
 
 
@@ -181,11 +196,13 @@ class CueBank:
     masks: torch.Tensor
     labels: torch.Tensor
     fills: tuple[str, ...]
-    zone_of: dict[int, torch.Tensor] = field(init=False)  # per class: its cue zone (``ZONE_SHARE``)
+    zone_rule: ZoneRule = ZoneRule()
+    zone_of: dict[int, torch.Tensor] = field(init=False)  # per class: its cue zone (``zone_rule``)
 
     def __post_init__(self) -> None:
         # once per bank (a round), not per batch: the zones depend on the bank alone
-        self.zone_of = {int(label): cue_zone(self.masks[self.labels == label]) for label in self.labels.unique()}
+        self.zone_of = {int(label): cue_zone(self.masks[self.labels == label], self.zone_rule)
+                        for label in self.labels.unique()}
 
     @classmethod
     def empty(cls, images: torch.Tensor) -> CueBank:
@@ -203,7 +220,11 @@ class CueBank:
     def select(self, keep: torch.Tensor) -> CueBank:
         """The cues where the boolean ``keep`` is set."""
         return CueBank(self.images[keep], self.masks[keep], self.labels[keep],
-                       tuple(fill for fill, kept in zip(self.fills, keep.tolist()) if kept))
+                       tuple(fill for fill, kept in zip(self.fills, keep.tolist()) if kept), self.zone_rule)
+
+    def with_zones(self, rule: ZoneRule) -> CueBank:
+        """The same cues with their zones drawn by ``rule``."""
+        return CueBank(self.images, self.masks, self.labels, self.fills, rule)
 
     def at_most(self, per_class: int, rng: np.random.Generator) -> CueBank:
         """At most ``per_class`` cues of each class, drawn by ``rng`` (all of a class that has fewer)."""
@@ -214,7 +235,7 @@ class CueBank:
         return self.select(keep)
 
     def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
-        """The cue zone (``ZONE_SHARE``) of each label's class, (len(cue_labels), H, W)."""
+        """The cue zone (``zone_rule``) of each label's class, (len(cue_labels), H, W)."""
         return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
     def spread(self, images: torch.Tensor, probability: float, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -522,7 +543,7 @@ class AdversarialAugment:
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
-                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, seed: int = 0) -> None:
+                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(), seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -545,7 +566,7 @@ class AdversarialAugment:
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
-        self.spread_erase = spread_erase
+        self.spread_erase, self.zone = spread_erase, zone
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -622,7 +643,7 @@ class AdversarialAugment:
             self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index)
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
         self.empty_rounds += not len(harvest.labels)
-        self.cues, counts = harvest.cues, harvest.counts
+        self.cues, counts = harvest.cues.with_zones(self.zone), harvest.counts
         self.round_spread = self.spread
         if self.spread_lead is not None and harvest.gate_lead:
             # a cue the model barely depends on gets fewer edits of its zone, which also holds the image's evidence

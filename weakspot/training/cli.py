@@ -61,7 +61,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
-                                              SPREAD_ERASES)
+                                              SPREAD_ERASES, ZONE_BASES, ZONE_GROWTH, ZONE_SHARE)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, off_or_number, positive_int
 
@@ -144,6 +144,14 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
                              "most 1), so a cue the model barely depends on gets fewer edits (default "
                              f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
+    parser.add_argument("--zone-share", type=float, default=ZONE_SHARE, metavar="SHARE",
+                        help="adversarial: a class's cue zone, which the spread pastes and erases, is the pixels at "
+                             f"least SHARE of its cues cover (default {ZONE_SHARE}; of the most-covered pixel's "
+                             "cover with --zone-base peak)")
+    parser.add_argument("--zone-base", default="cues", choices=ZONE_BASES,
+                        help="adversarial: what --zone-share is a share of (default cues)")
+    parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
+                        help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -163,6 +171,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "dfr":
         return {"base": args.dfr_base, "seed": args.seed}
     if method == "adversarial":
+        from weakspot.augment.adversarial import ZoneRule
         from weakspot.attacks.cli import check_attack_names
 
         # checked here: with --adv-warmup the first attack is built only after epochs of training
@@ -174,7 +183,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
-                "seed": args.seed,
+                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base), "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
