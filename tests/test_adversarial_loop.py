@@ -4,8 +4,9 @@ import torch
 
 from weakspot.attacks import create_attack
 from weakspot.augment import adversarial
-from weakspot.augment.adversarial import (DEFAULT_SPREAD_LEAD, ZONE_SHARE, AdversarialAugment, collect_adversarial,
-                                          confirm_cue_classes, cue_conflicts, cue_zone, transplant_cues)
+from weakspot.augment.adversarial import (DEFAULT_SPREAD_LEAD, ZONE_SHARE, AdversarialAugment, ZoneRule,
+                                          collect_adversarial, confirm_cue_classes, cue_conflicts, cue_zone,
+                                          transplant_cues)
 from weakspot.augment.baselines import create_method
 from weakspot.augment.restart import AdversarialRestart
 from weakspot.errors import WeakspotError
@@ -259,6 +260,25 @@ def test_swap_erase_puts_in_the_zone_of_a_batch_image_of_another_class():
     only_cue_class = bank.spread(batch[labels == 1], 1.0, labels[labels == 1])  # nothing to swap in: the fill
     inside = only_cue_class[:, 0][:, zone]
     assert not torch.isin(inside, class_zero_values).any()
+
+
+def test_zone_rules_share_of_the_cues_or_of_the_most_covered_pixel():
+    """With few cues a share of the cues admits every stray patch; a share of the peak cover keeps where the cues
+    agree. Growth widens the zone by that share of the side; the bank's zones follow its rule."""
+    masks = torch.zeros(10, 20, 20, dtype=torch.bool)
+    masks[:, 15:18, 8:11] = True  # where every cue sits
+    masks[0, 0:4, 0:4] = True  # one cue's stray patch: 10% of the cues cover it
+    of_cues = cue_zone(masks, ZoneRule(0.05, 0.0))
+    of_peak = cue_zone(masks, ZoneRule(0.25, 0.0, "peak"))
+    assert of_cues[0:4, 0:4].all() and int(of_cues.sum()) == 9 + 16
+    assert not of_peak[0:4, 0:4].any() and int(of_peak.sum()) == 9
+    assert int(cue_zone(masks, ZoneRule(0.25, 0.05, "peak")).sum()) == 25  # one pixel (5% of 20) each way
+    bank = adversarial.CueBank(torch.rand(10, 3, 20, 20), masks, torch.ones(10, dtype=torch.long), ("median",) * 10)
+    assert torch.equal(bank.with_zones(ZoneRule(0.25, 0.0, "peak")).zone_of[1], of_peak)
+    assert torch.equal(bank.with_zones(ZoneRule(0.25, 0.0, "peak")).select(torch.ones(10, dtype=torch.bool)).zone_of[1],
+                       of_peak)
+    with pytest.raises(WeakspotError, match="cue zone"):
+        ZoneRule(0.25, 0.0, "pixels")
 
 
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model):
