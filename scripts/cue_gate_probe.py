@@ -9,8 +9,9 @@ same-size region of the same donor elsewhere).
 Run it on a model trained with a planted cue and on one trained without (``--rate 0.5``): the gate belongs
 between the two (README, "The adversarial augmentation loop").
 
-With ``--zones SHARE:GROWTH,...`` it also measures the cue zones the loop's spread would use
-(``cue_zone``): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
+With ``--zones SHARE:GROWTH[:BASE],...`` it also measures the cue zones the loop's spread would use
+(``cue_zone`` by ``ZoneRule(SHARE, GROWTH, BASE)``, BASE "peak" unless given, "cues" as measured before
+2026-12-05): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
 their class once the zone is filled with ``median``, and the share of the other class's images without
 the cue that the zone pasted from a random confirmed donor flips.
 
@@ -27,15 +28,15 @@ import numpy as np
 import torch
 
 from weakspot.augment.adversarial import (DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_GATE, CueBank, collect_adversarial,
-                                         confirm_cue_classes, cue_conflicts, cue_zone)
+                                         ZoneRule, confirm_cue_classes, cue_conflicts, cue_zone)
 from weakspot.data import load_dataset
 from weakspot.fills import apply_masks, fill_images
 from weakspot.models import Classifier, load_checkpoint
 
 
 def print_zone_effects(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, cued: torch.Tensor,
-                       bank: CueBank, zones: list[tuple[float, float]], class_names: list[str]) -> None:
-    """Per class of the bank and zone (share, growth): erased, how many cue holders keep their class;
+                       bank: CueBank, zones: list[ZoneRule], class_names: list[str]) -> None:
+    """Per class of the bank and zone rule: erased, how many cue holders keep their class;
     pasted, how many other-class images without the cue turn to it."""
     generator = torch.Generator().manual_seed(3)
     for label in bank.labels.unique().tolist():
@@ -43,15 +44,16 @@ def print_zone_effects(classifier: Classifier, images: torch.Tensor, labels: tor
         donors = bank.images[bank.labels == label]
         if not holders.any() or not others.any():
             continue
-        for share, growth in zones:
-            zone = cue_zone(bank.masks[bank.labels == label], share, growth)
+        for rule in zones:
+            zone = cue_zone(bank.masks[bank.labels == label], rule)
             erased = apply_masks(images[holders], zone.expand(int(holders.sum()), -1, -1),
                                  fill_images(images[holders], "median"))
             sources = donors[torch.randint(len(donors), (int(others.sum()),), generator=generator)]
             pasted = apply_masks(images[others], zone.expand(int(others.sum()), -1, -1), sources)
             kept = float((classifier.predict(erased)[0].cpu() == label).float().mean())
             flipped = float((classifier.predict(pasted)[0].cpu() == label).float().mean())
-            print(f"{class_names[label]} zone share {share} growth {growth}: {float(zone.float().mean()):.3f} of "
+            print(f"{class_names[label]} zone share {rule.share} of the {rule.base} growth {rule.growth}: "
+                  f"{float(zone.float().mean()):.3f} of "
                   f"the image; erased, {kept:.2f} of {int(holders.sum())} holders keep their class; pasted, "
                   f"{flipped:.2f} of {int(others.sum())} others turn to it")
 
@@ -79,7 +81,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="training images attacked (default 300)")
     parser.add_argument("--max-images", type=int, default=None, help="the subset the model was trained on")
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it draws the subset)")
-    parser.add_argument("--zones", default=None, metavar="SHARE:GROWTH,...",
+    parser.add_argument("--zones", default=None, metavar="SHARE:GROWTH[:BASE],...",
                         help="also measure these cue zones on the planted cue's holders (a `data shortcut` folder)")
     parser.add_argument("--conflicts", action="store_true",
                         help="also compare the loop's cue-conflicting training images with the planted ones")
@@ -103,7 +105,8 @@ def main() -> None:
         print(f"{name}: {counts[index]} confirmed cues, lead {shown}")
     if args.zones:
         cued = torch.from_numpy(np.array(imageset.groups["cue"])[rows.numpy()] != "none")
-        zones = [(float(share), float(growth)) for share, growth in (item.split(":") for item in args.zones.split(","))]
+        zones = [ZoneRule(float(share), float(growth), *base)
+                 for share, growth, *base in (item.split(":") for item in args.zones.split(","))]
         print_zone_effects(classifier, images, labels, cued, harvest.cues, zones, imageset.class_names)
     if args.conflicts:
         confirmed = harvest.cues.select(torch.isin(harvest.cues.labels, torch.tensor(

@@ -50,17 +50,21 @@ from weakspot.training.loop import KEEP_CHOICES
 UNBALANCED = ["--balance-recall", "off"]
 # and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead
 FULL_SPREAD = ["--spread-lead", "off"]
-# both: what every row measured before the tenth session ran with
-BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD]
+# and every row measured before the fifteenth session (2026-12-05) with the cue zone the pixels 5% of the cues cover
+COVER_ZONE = ["--zone-base", "cues", "--zone-share", "0.05", "--zone-growth", "0.04"]
+# all three: what every row measured before the tenth session ran with
+BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD, *COVER_ZONE]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
                  "--pool-check", "off", *BEFORE_BALANCE]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
-        "--spread-lead", "0.3"]
+        "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08"]
+# the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
+LEAD_LOOP = [*LOOP, *COVER_ZONE]
 # the default of the tenth session (2026-12-04): the spread not scaled by the lead
-FULL_SPREAD_LOOP = [*LOOP, *FULL_SPREAD]
+FULL_SPREAD_LOOP = [*LEAD_LOOP, *FULL_SPREAD]
 # the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
 SWAP_LOOP = [*LOOP, *BEFORE_BALANCE]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
@@ -75,10 +79,12 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
-    # the cue zone drawn around the most-covered pixels: those a quarter of its cover covers, grown by 4% or 8% of the side
-    ("adversarial-zone-peak", "adversarial", [*LOOP, "--zone-base", "peak", "--zone-share", "0.25"]),
-    ("adversarial-zone-peak-wide", "adversarial", [*LOOP, "--zone-base", "peak", "--zone-share", "0.25",
-                                                   "--zone-growth", "0.08"]),
+    # the default under the name its runs of the fifteenth session had (the variant chosen there)
+    ("adversarial-zone-peak-wide", "adversarial", LOOP),
+    # the variant not chosen: the zone around the peak cover grown by 4% of the side
+    ("adversarial-zone-peak", "adversarial", [*LOOP, "--zone-growth", "0.04"]),
+    # the default of the eleventh session (2026-12-04): the zone the pixels 5% of the cues cover
+    ("adversarial-cover-zone", "adversarial", LEAD_LOOP),
     # the default without its last step, the class-bias balance (the default of the ninth session)
     ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
     # the default until the spread was scaled by the round's largest dependence-test lead (eleventh session)

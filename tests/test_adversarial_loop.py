@@ -205,7 +205,8 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     picked = torch.multinomial(torch.ones(len(bank)), len(batch), replacement=True)  # one class: uniform
     erase = torch.rand(len(batch)) < 0.5
     zone = cue_zone(bank.masks)  # every cue is a class-1 button here
-    shared = bank.masks.float().mean(dim=0) >= ZONE_SHARE
+    cover = bank.masks.float().mean(dim=0)
+    shared = cover >= ZONE_SHARE * cover.max()  # as covered as a quarter of the peak
     assert zone[shared].all() and int(shared.sum()) < int(zone.sum()) < zone.numel() // 2  # grown, not the image
     sources = torch.where(erase[:, None, None, None], fill_images(batch, "median"), bank.images[picked])
     assert torch.equal(spread, torch.where(zone, sources, batch))

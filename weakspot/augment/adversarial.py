@@ -149,30 +149,36 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
     return box_masks(boxes, height, width)
 
 
-# A class's cue zone: the pixels that at least ZONE_SHARE of its confirmed cues cover, grown by ZONE_GROWTH of
-# the image side. One donor's box misses most other images' cue (a planted button moves by up to 8 px between
-# images): on 300 training images of the planted benchmark's seed 0 with its ERM model, erasing a random
-# donor's box removed the button of 27% of the buttoned males, erasing the zone (4% of the image) 85-89%
-# (throwaway probe, 2026-11-26). But that counted pixels. Asked of the model (2026-12-03, seed-0 ERM models, 300
-# training images, `scripts/cue_gate_probe.py --zones 0.25:0,0.05:0.04`; docs/results.md): filled, the pixels
-# a quarter of the cues cover left 84-91% of the button's, sticker's and stroke's holders in the cue class,
-# as each box covers part of a moving or long cue; the pixels 5% of them cover, grown by 4% of the side
-# (14-44% of the image), left 1-33% on the sticker, patch and stroke and 63% on the button (ERM's floor there,
-# its accuracy on males without the button, is 56-62%). Pasted from a donor, the grown zone turned 92-99% of
-# the other class, the old zone 56-86%.
-ZONE_SHARE = 0.05
-ZONE_GROWTH = 0.04
-ZONE_BASES = ("cues", "peak")  # what ZONE_SHARE is a share of: the class's cues, or the most-covered pixel's cover
+# A class's cue zone: the pixels its confirmed cues share, grown by ZONE_GROWTH of the image side. One donor's box
+# misses most other images' cue (a planted button moves by up to 8 px between images): on 300 training images of
+# the planted benchmark's seed 0 with its ERM model, erasing a random donor's box removed the button of 27% of the
+# buttoned males, erasing the zone 85-89% (throwaway probe, 2026-11-26). Asked of the model (2026-12-03, seed-0
+# ERM models, `scripts/cue_gate_probe.py --zones 0.25:0:cues,0.05:0.04:cues`; docs/results.md), the pixels a
+# quarter of the cues cover, ungrown, left 84-91% of the button's, sticker's and stroke's holders in the cue class
+# once filled, as each box covers part of a moving or long cue; so the zone became the pixels 5% of the cues
+# cover, grown by 4% of the side. That share is of the cues, so with a bank of 7-60 cues it admits every pixel one
+# to three of them cover, stray patches over the face's own evidence included: the rounds' zones covered 26-52%
+# of the image on the button and 17-66% on the sticker (eleventh session), where a planted cue with its jitter
+# spans 3-4%. Since the fifteenth session (2026-12-05) the share is of the most-covered pixel's cover: the pixels
+# at least a quarter as covered as the peak, grown by 8% of the side (10-19% of the image on the button, 13-46% on
+# the sticker). Chosen on the ten tuning runs (button and sticker seeds 0-4) by a rule written before them,
+# against growth 4% and the old zone: mean worst group 62.5% against 61.8% and 58.7%, clean test up on both
+# families (docs/results.md, fifteenth session).
+ZONE_SHARE = 0.25
+ZONE_GROWTH = 0.08
+ZONE_BASES = ("peak", "cues")  # what ZONE_SHARE is a share of: the most-covered pixel's cover, or the class's cues
+ZONE_BASE = "peak"
 
 
 @dataclass(frozen=True)
 class ZoneRule:
-    """How a class's cue zone is drawn from its cues' masks: the pixels ``share`` of them cover (with ``base``
-    "peak", ``share`` of the most-covered pixel's cover), grown by ``growth`` of the image side."""
+    """How a class's cue zone is drawn from its cues' masks: the pixels at least ``share`` as covered as the most
+    covered one (``base`` "peak") or covered by ``share`` of the cues ("cues"), grown by ``growth`` of the image
+    side."""
 
     share: float = ZONE_SHARE
     growth: float = ZONE_GROWTH
-    base: str = "cues"
+    base: str = ZONE_BASE
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share <= 1.0 or not 0.0 <= self.growth < 1.0 or self.base not in ZONE_BASES:

@@ -61,7 +61,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
-                                              SPREAD_ERASES, ZONE_BASES, ZONE_GROWTH, ZONE_SHARE)
+                                              SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
+                                              ZONE_SHARE)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.arguments import comma_list, off_or_number, positive_int
 
@@ -146,10 +147,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
     parser.add_argument("--zone-share", type=float, default=ZONE_SHARE, metavar="SHARE",
                         help="adversarial: a class's cue zone, which the spread pastes and erases, is the pixels at "
-                             f"least SHARE of its cues cover (default {ZONE_SHARE}; of the most-covered pixel's "
-                             "cover with --zone-base peak)")
-    parser.add_argument("--zone-base", default="cues", choices=ZONE_BASES,
-                        help="adversarial: what --zone-share is a share of (default cues)")
+                             f"least SHARE as covered by its cues as the most covered one (default {ZONE_SHARE}), or "
+                             "with --zone-base cues those SHARE of its cues cover")
+    parser.add_argument("--zone-base", default=ZONE_BASE, choices=ZONE_BASES,
+                        help=f"adversarial: what --zone-share is a share of (default {ZONE_BASE})")
     parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
                         help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
