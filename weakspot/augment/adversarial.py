@@ -217,8 +217,10 @@ class CueBank:
 
     @classmethod
     def concat(cls, banks: Sequence[CueBank]) -> CueBank:
+        """The banks' cues in one bank, its zones drawn by the first bank's rule (as ``select`` keeps its own)."""
         return cls(torch.cat([bank.images for bank in banks]), torch.cat([bank.masks for bank in banks]),
-                   torch.cat([bank.labels for bank in banks]), tuple(fill for bank in banks for fill in bank.fills))
+                   torch.cat([bank.labels for bank in banks]), tuple(fill for bank in banks for fill in bank.fills),
+                   banks[0].zone_rule)
 
     def __len__(self) -> int:
         return len(self.labels)
