@@ -135,9 +135,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # rows need the erm row and their time includes ERM's ("identification_seconds")
     *((f"jtt-l{weight}", "jtt", ["--jtt-upweight", str(weight), "--jtt-identification", "{work}/erm/last.pt"])
       for weight in (20, 50, 100)),
-    # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM (training
-    # groups) and DFR's head refitted on group-balanced validation features of the ERM row's model
+    # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM and
+    # GroupDRO (training groups), and DFR's head refitted on group-balanced validation features of the ERM row's model
     ("groupbalance", "groupbalance", []),
+    ("groupdro", "groupdro", []),
     ("dfr", "dfr", ["--dfr-base", "{work}/erm/last.pt"]),
 ]
 # A row chosen per run among others by validation worst-group accuracy, as the paper tunes JTT's lambda_up

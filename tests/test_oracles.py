@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from weakspot.augment.oracles import Dfr, GroupBalance, balanced_subsample, group_balanced_weights
+from weakspot.augment.oracles import (Dfr, GroupBalance, GroupDro, GroupDroLoss, balanced_subsample,
+                                      group_balanced_weights)
 from weakspot.cli import main
 from weakspot.models import Classifier, load_model
 from weakspot.shortcut import make_shortcut_dataset
+from weakspot.errors import WeakspotError
 from weakspot.training.loop import TrainConfig, _epoch_batches, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,6 +42,59 @@ def test_groupbalance_is_erm_with_group_balanced_sampling(retraining_case):
     fit(reference, data.images, data.labels, config, sample_weights=group_balanced_weights(groups))
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, model.model.state_dict()[key]), key
+
+
+def test_groupdro_loss_weights_each_group_by_how_badly_it_does():
+    objective = GroupDroLoss(["b", "a", "a", "b", "c"], step_size=0.5)
+    losses = torch.tensor([2.0, 0.5, 1.5, 4.0], requires_grad=True)
+    loss = objective(losses, torch.tensor([0, 1, 2, 3]))  # no image of group "c" in this batch
+    # group means a 1.0, b 3.0, c absent (0): q = softmax-like update of the uniform weights
+    expected = torch.tensor([1 / 3 * np.exp(0.5), 1 / 3 * np.exp(1.5), 1 / 3], dtype=torch.float64)
+    expected /= expected.sum()
+    assert torch.allclose(objective.weights, expected)
+    assert float(loss.detach()) == pytest.approx(float(expected[0] * 1.0 + expected[1] * 3.0), rel=1e-6)
+    loss.backward()  # the weights are constants of the step: an image's gradient is its group's weight / its count
+    assert torch.allclose(losses.grad, torch.tensor([expected[1] / 2, expected[0] / 2, expected[0] / 2,
+                                                     expected[1] / 2], dtype=torch.float32))
+    resumed = GroupDroLoss(["b", "a", "a", "b", "c"], step_size=0.5)
+    resumed.load_state(objective.state())
+    assert torch.equal(resumed.weights, objective.weights)
+    with pytest.raises(WeakspotError, match="groups"):
+        GroupDroLoss(["a", "d"], step_size=0.5).load_state(objective.state())
+
+
+class _InterruptedDroLoss(GroupDroLoss):
+    """GroupDRO's loss that raises KeyboardInterrupt on its 9th step: a Ctrl-C in the second epoch (6 steps each)."""
+
+    def __call__(self, losses: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps > 8:
+            raise KeyboardInterrupt
+        return super().__call__(losses, rows)
+
+
+def test_groupdro_resumes_its_group_weights_exactly(tmp_path, retraining_case, monkeypatch):
+    data, config, model, initial = retraining_case
+    groups = [f"{int(label)}/{cue}" for label, cue in zip(data.labels, data.groups["cue"])]
+    whole = GroupDro(groups, step_size=0.2)
+    whole.fit(model, data.images, data.labels, config)
+    assert max(whole.details["group_weights"].values()) > 0.3  # q moved off the uniform 0.25
+    resumed = load_model("test_efficientnet", weights=None, class_names=data.class_names, device="cpu")
+    resumed.model.load_state_dict(initial)
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr("weakspot.augment.oracles.GroupDroLoss", _InterruptedDroLoss)
+        GroupDro(groups, step_size=0.2).fit(resumed, data.images, data.labels, config, out_dir=tmp_path)
+    resumed.model.load_state_dict(initial)  # a fresh process starts from scratch weights too
+    method = GroupDro(groups, step_size=0.2)
+    method.fit(resumed, data.images, data.labels, config, out_dir=tmp_path, resume=True)
+    assert method.details["group_weights"] == whole.details["group_weights"]
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    with pytest.raises(WeakspotError, match="step size"):
+        GroupDro(groups, step_size=0.0)
+    with pytest.raises(WeakspotError, match="objective"):  # it reads the batch's rows, which a transform changes
+        fit(model, data.images, data.labels, config, transform=lambda images, labels, classifier: (images, labels),
+            objective=GroupDroLoss(groups, 0.2))
 
 
 class TwoFeatures(nn.Module):
@@ -88,6 +143,10 @@ def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path, tiny
     results = json.loads((tmp_path / "gb" / "results.json").read_text())
     assert set(results["method_details"]["group_sizes"]) == {"tall/button", "tall/none", "wide/button", "wide/none"}
     assert [entry["stage"] for entry in results["history"]] == ["train", "train"]
+    assert main([*common, "--method", "groupdro", "--dro-step", "0.1", "--out", str(tmp_path / "dro")]) == 0
+    results = json.loads((tmp_path / "dro" / "results.json").read_text())
+    assert set(results["method_details"]["group_weights"]) == {"tall/button", "tall/none", "wide/button", "wide/none"}
+    assert results["method_details"]["step_size"] == 0.1
     assert main([*common, "--method", "erm", "--out", str(tmp_path / "erm")]) == 0
     assert main([*common, "--method", "dfr", "--dfr-base", str(tmp_path / "erm" / "last.pt"),
                  "--out", str(tmp_path / "dfr")]) == 0
@@ -96,5 +155,6 @@ def test_finetune_runs_the_oracles_with_the_groups_of_their_split(tmp_path, tiny
     assert (tmp_path / "dfr" / "last.pt").is_file()
     # a folder without groups (no cue column): the oracles have nothing to be told, a one-line error
     assert main([*common[:2], str(source_dir), *common[3:], "--method", "groupbalance", "--out", str(tmp_path / "x")]) == 2
+    assert main([*common[:2], str(source_dir), *common[3:], "--method", "groupdro", "--out", str(tmp_path / "x")]) == 2
     assert main([*common, "--method", "dfr", "--balance-recall", "on", "--out", str(tmp_path / "y")]) == 2
 

@@ -60,6 +60,13 @@ def gather_to_main(value: Any, rank: Rank) -> list[Any] | None:
     return gathered
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of an initialised process group, in place; itself in a plain run."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
 def finish_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()

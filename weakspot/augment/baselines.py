@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from weakspot.augment.restart import adversarial_method
 from weakspot.augment.jtt import Jtt
 from weakspot.augment.masktune import MaskTune
-from weakspot.augment.oracles import Dfr, GroupBalance
+from weakspot.augment.oracles import Dfr, GroupBalance, GroupDro
 from weakspot.augment.staged import StagedMethod
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -138,6 +138,7 @@ METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "masktune": MaskTune,
     "jtt": Jtt,
     "groupbalance": GroupBalance,  # oracles: need groups= (training) or val_groups= (validation) group labels
+    "groupdro": GroupDro,
     "dfr": Dfr,
 }
 

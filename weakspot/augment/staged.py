@@ -20,7 +20,7 @@ import torch
 
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
-from weakspot.training.loop import LAST_CHECKPOINT, BatchTransform, FitResult, TrainConfig, fit
+from weakspot.training.loop import LAST_CHECKPOINT, BatchObjective, BatchTransform, FitResult, TrainConfig, fit
 
 
 class StagedMethod(Protocol):
@@ -54,12 +54,14 @@ class StageRunner:
 
     def run(self, stage: str, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
             config: TrainConfig, sample_weights: torch.Tensor | None = None,
-            transform: BatchTransform | None = None, balance_recall: bool | None = False) -> FitResult:
+            transform: BatchTransform | None = None, balance_recall: bool | None = False,
+            objective: BatchObjective | None = None) -> FitResult:
         folder = self.folder(stage)
         resume = self.resume and folder is not None and (folder / LAST_CHECKPOINT).is_file()
         result = fit(classifier, images, labels, config, self.val_images, self.val_labels, out_dir=folder,
                      resume=resume, progress=self.progress, meta={**(self.meta or {}), "stage": stage},
-                     sample_weights=sample_weights, transform=transform, balance_recall=balance_recall)
+                     sample_weights=sample_weights, transform=transform, balance_recall=balance_recall,
+                     objective=objective)
         self.history += [{"stage": stage, **entry} for entry in result.history]
         return result
 

@@ -64,6 +64,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
                                               ZONE_SHARE)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
+    from weakspot.augment.oracles import GROUPDRO_STEP
     from weakspot.arguments import comma_list, off_or_number, positive_int
 
     _add_training_arguments(parser)
@@ -81,6 +82,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jtt-identification", default=None,
                         help="jtt: a trained weakspot checkpoint (e.g. an ERM run's last.pt) to take the error set "
                              "from instead of training the identification model")
+    parser.add_argument("--dro-step", type=float, default=GROUPDRO_STEP,
+                        help=f"groupdro: step size of the group weights (default {GROUPDRO_STEP}, the paper's)")
     parser.add_argument("--dfr-base", default=None,
                         help="dfr: a trained weakspot checkpoint (e.g. an ERM run's last.pt) whose head is refitted, "
                              "instead of training ERM first")
@@ -169,6 +172,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "jtt":
         return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs,
                 "identification": args.jtt_identification}
+    if method == "groupdro":
+        return {"step_size": args.dro_step}
     if method == "dfr":
         return {"base": args.dfr_base, "seed": args.seed}
     if method == "adversarial":
@@ -190,7 +195,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 # The oracles' parameter that holds group labels, and the split they come from (weakspot.augment.oracles)
-GROUP_ORACLES = {"groupbalance": ("groups", "train"), "dfr": ("val_groups", "val")}
+GROUP_ORACLES = {"groupbalance": ("groups", "train"), "groupdro": ("groups", "train"), "dfr": ("val_groups", "val")}
 
 
 def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace, label_name: str) -> list[str]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
 
+from weakspot.distributed import all_reduce_sum
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_text
 from weakspot.models import Classifier, read_checkpoint
@@ -45,6 +46,18 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.
 object also has ``start_step(progress, classifier)``, ``fit`` calls it before every step with the epochs of
 training done so far (epoch + share of its steps; model in eval mode, after a resume's RNG restore): the
 place to refresh a pool of examples per round, also in the middle of an epoch."""
+
+
+class BatchObjective(Protocol):
+    """What a step minimises in place of the batch's mean loss, from the per-image losses and the training rows
+    they belong to (GroupDRO's group weights: ``weakspot.augment.oracles``). ``state`` and ``load_state`` carry
+    what it learns across steps through a checkpoint, so ``resume`` continues it."""
+
+    def __call__(self, losses: torch.Tensor, rows: torch.Tensor) -> torch.Tensor: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -108,9 +121,7 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum per-rank statistics over ranks (identity in a plain run)."""
     if _world()[1] == 1:
         return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
+    return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
 
 def _lr_factor(warmup_steps: int, total_steps: int, schedule: str) -> Callable[[int], float]:
@@ -218,10 +229,11 @@ class _Progress:
 class _Trainer:
     """State of one fit: network (maybe DDP-wrapped), optimizer, schedule, scaler, bookkeeping."""
 
-    def __init__(self, classifier: Classifier, config: TrainConfig, count: int, transform: BatchTransform | None) -> None:
+    def __init__(self, classifier: Classifier, config: TrainConfig, count: int, transform: BatchTransform | None,
+                 objective: BatchObjective | None = None) -> None:
         self.classifier = classifier
         self.config = config
-        self.transform = transform
+        self.transform, self.objective = transform, objective
         self.world = _world()[1]
         self.device = classifier.device
         network = classifier.net
@@ -236,28 +248,35 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(warmup, total, config.schedule))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
-        """One optimisation step; returns (summed loss, correct, images) for this rank's batch."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> tuple[float, int, int]:
+        """One optimisation step on the training ``rows``; returns (summed loss, correct, images) for this rank's
+        batch (the loss summed is the plain per-image loss, also under an objective)."""
         if self.transform is not None:
             images, labels = self.transform(images, labels, self.classifier)
         labels = labels.to(self.device)
         with self.classifier._autocast():
             logits = self.network(self.classifier._prepare(images)).float()
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.config.label_smoothing)
+        loss = self.objective(losses, rows) if self.objective is not None else losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         correct = int((logits.detach().argmax(dim=1) == labels).sum())
-        return float(loss.detach()) * labels.numel(), correct, labels.numel()
+        return float(losses.detach().sum()), correct, labels.numel()
 
     def state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+                "scaler": self.scaler.state_dict(),
+                **({"objective": self.objective.state()} if self.objective is not None else {})}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.objective is not None:
+            if "objective" not in state:
+                raise WeakspotError("resume: the checkpoint was written without this run's training objective")
+            self.objective.load_state(state["objective"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
 
@@ -297,10 +316,12 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
         val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
         out_dir: str | os.PathLike | None = None, resume: bool = False, transform: BatchTransform | None = None,
         progress: bool = False, meta: dict[str, Any] | None = None,
-        sample_weights: torch.Tensor | None = None, balance_recall: bool | None = None) -> FitResult:
+        sample_weights: torch.Tensor | None = None, balance_recall: bool | None = None,
+        objective: BatchObjective | None = None) -> FitResult:
     """Fine-tune ``classifier`` in place; with validation data the best epoch's weights are kept (unless
     ``config.keep`` is "last"). ``sample_weights`` (one non-negative weight per image) draws each epoch's
-    images in proportion to them (JTT's upsampling), keeping the epoch's length.
+    images in proportion to them (JTT's upsampling), keeping the epoch's length. ``objective`` replaces the
+    batch's mean loss (``BatchObjective``); it reads the batch's training rows, so it takes no ``transform``.
 
     ``balance_recall`` ends the fit with the class-bias balance on the validation data
     (``weakspot.training.calibration``: the kept weights' head shifted so the class recalls are equal);
@@ -320,6 +341,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     if sample_weights is not None and (sample_weights.shape != labels.shape or not bool((sample_weights >= 0).all())
                                        or not float(sample_weights.sum()) > 0):
         raise WeakspotError("sample weights must be one non-negative weight per image, not all zero")
+    if objective is not None and transform is not None:
+        raise WeakspotError("a training objective reads the batch's training rows; a batch transform changes them")
     has_val = val_images is not None and val_labels is not None and len(val_labels) > 0
     if balance_recall and not has_val:
         raise WeakspotError("the class-bias balance fits on validation data, and there is none; give some, "
@@ -327,7 +350,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     rank, world = _world()
     is_main = rank == 0
     out = Path(out_dir) if out_dir is not None else None
-    trainer = _Trainer(classifier, config, len(labels), transform)
+    trainer = _Trainer(classifier, config, len(labels), transform, objective)
     history: list[dict[str, Any]] = []
     start_epoch, best_epoch, waited, stopped = 0, 0, 0, False
     best_accuracy: float | None = None
@@ -375,7 +398,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
                         transform.start_step(epoch + (step - 1) / len(batches), classifier)
                         classifier.net.train()
                         hook_seconds += time.perf_counter() - hook_started
-                    batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index])
+                    batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index], index)
                     loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + batch_seen
                     update(step, loss_sum / seen, correct / seen,
                            seen * world / (time.perf_counter() - started - hook_seconds))
