@@ -76,6 +76,14 @@ class GuidedAttack(SearchAttack):
                                 fills, self.match_fill, self.guidance_cache)
 
 
+def guidance_grid(images: torch.Tensor, cells: int, shift: bool, seed: int) -> torch.Tensor:
+    """The grid the box attacks explain on: the regular one, or with ``shift`` each image's own, moved by a
+    seeded random share of a cell (``grid_segments``), so a cue on a line of the regular grid is not missed on
+    every image alike."""
+    shifts = torch.rand(images.shape[0], 2, generator=torch.Generator().manual_seed(seed)) - 0.5 if shift else None
+    return segment(images.cpu(), "grid", cells, shifts=shifts)
+
+
 class SuperpixelAttack(GuidedAttack):
     """Occlude the top-k segments of the explainer's ranking (of the label), k = 1, 2, ... ``max_segments``;
     each k with every fill, smaller occluded area first."""
@@ -120,7 +128,8 @@ class BlockAttack(GuidedAttack):
     ``search``: ``guided`` ranks each size's positions by the attribution mass under the block and tries
     the best ``tier`` positions of every size before the next ``tier``; ``random`` uses the same tiers in
     a seeded random order; ``exhaustive`` is the grid baseline (every position of the smallest size in
-    raster order, then the next size; Wu et al., ICLR 2020). Only ``guided`` spends guidance queries.
+    raster order, then the next size; Wu et al., ICLR 2020). Only ``guided`` spends guidance queries, on a
+    grid of ``guidance_segments`` cells (each image's own with ``guidance_shift``: ``guidance_grid``).
     """
 
     name = "block"
@@ -130,7 +139,7 @@ class BlockAttack(GuidedAttack):
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, seed: int = 0, chunk: int | None = None,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
-                 guidance_cache: GuidanceCache | None = None) -> None:
+                 guidance_cache: GuidanceCache | None = None, guidance_shift: bool = False) -> None:
         super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
                          margin, guidance_cache)
         self.sizes = check_fractions("sizes", sizes, 0.0, 1.0)
@@ -141,7 +150,7 @@ class BlockAttack(GuidedAttack):
         self.search = search
         self.tier = check_positive_int("tier", tier)
         self.guidance_segments = check_positive_int("guidance_segments", guidance_segments)
-        self.seed = seed
+        self.seed, self.guidance_shift = seed, guidance_shift
 
     def propose(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[Proposals, torch.Tensor]:
         count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
@@ -153,7 +162,7 @@ class BlockAttack(GuidedAttack):
             return BoxProposals("block", boxes[None, :, None].to(device), fill_index, self.fills, count,
                                 height, width), evaluations
         if self.search == "guided":
-            segments = segment(images.cpu(), "grid", self.guidance_segments)
+            segments = guidance_grid(images, self.guidance_segments, self.guidance_shift, self.seed)
             attributions, evaluations = self.explain(images, labels, segments, self.fills)
             scores = box_mass(attributions[0].heatmap, boxes)
         else:
@@ -191,7 +200,8 @@ class ButtonAttack(GuidedAttack):
     Per patch size and fill, the non-overlapping regions are ranked by attribution mass; a candidate
     occludes ``n`` = 1..``max_patches`` consecutive regions of that ranking starting at ``offset``; order:
     offset, then total area, then fill. ``black`` is the study's blackout; ``mean`` removes a dark cue
-    that a black patch would only enlarge.
+    that a black patch would only enlarge. The attribution is explained on a grid of ``guidance_segments``
+    cells (each image's own with ``guidance_shift``, drawn by ``seed``: ``guidance_grid``).
     """
 
     name = "button"
@@ -201,7 +211,7 @@ class ButtonAttack(GuidedAttack):
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, chunk: int | None = None,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
-                 guidance_cache: GuidanceCache | None = None) -> None:
+                 guidance_cache: GuidanceCache | None = None, guidance_shift: bool = False, seed: int = 0) -> None:
         super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
                          margin, guidance_cache)
         self.areas = check_fractions("areas", areas, 0.0, 0.25)
@@ -211,10 +221,11 @@ class ButtonAttack(GuidedAttack):
             raise WeakspotError(f"max_patches ({max_patches}) cannot exceed regions ({regions})")
         self.fills = check_fills(fills)
         self.guidance_segments = check_positive_int("guidance_segments", guidance_segments)
+        self.guidance_shift, self.seed = guidance_shift, seed
 
     def propose(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[Proposals, torch.Tensor]:
         count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
-        segments = segment(images.cpu(), "grid", self.guidance_segments)
+        segments = guidance_grid(images, self.guidance_segments, self.guidance_shift, self.seed)
         attributions, evaluations = self.explain(images, labels, segments, self.fills)
         sides = [area ** 0.5 for area in self.areas]
         region_boxes = {}  # (fill, size) -> (N, regions, 4)

@@ -106,6 +106,10 @@ POOL_CHECK_CUES = 16
 # the sticker's by 0.61 and 0.25, the cues found with no planted cue (--rate 0.5) by 0.08 and 0.03.
 GATE_RECIPIENTS = 8
 DEFAULT_GATE = 0.15
+# Whether the round's box attacks explain each image on its own shifted guidance grid (``guidance_grid``): on the
+# regular 5 x 5 grid at 96 px a cue on a grid line or corner is split between cells, so occluding any one cell
+# leaves most of it and the guidance ranks it low.
+DEFAULT_GUIDANCE_SHIFT = False
 
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
     "superpixel": {"n_segments": 12, "fills": ("median",), "margin": 0.5},
@@ -466,7 +470,8 @@ class Harvest:
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
                         budget: int, attack_options: Mapping[str, Mapping[str, Any]] = LOOP_ATTACK_OPTIONS,
                         guidance_cache: GuidanceCache | None = None, transplant: bool = False,
-                        cues_only: bool = False, gate: float | None = None, seed: int = 0) -> Harvest:
+                        cues_only: bool = False, gate: float | None = None, seed: int = 0,
+                        guidance_shift: bool = False) -> Harvest:
     """Run each attack (with its ``attack_options``, and ``guidance_cache`` for the explainer-guided ones)
     on (images, labels); the fooling images, their true labels and counts per attack. With ``transplant``,
     also the cue transplants of each box attack (``transplant_cues``, counted as "<attack>-transplant") and
@@ -475,13 +480,15 @@ def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: to
     cue), where a removal alone may erase real evidence. With ``gate`` (and ``transplant``), a box attack that
     confirmed cues keeps the cues, removals and transplants of a class only when its cues pass the dependence
     test (``confirm_cue_classes`` lead >= gate); with ``cues_only`` and erasing fills, a round that confirms
-    no class keeps nothing."""
+    no class keeps nothing. ``guidance_shift`` and ``seed`` go to the attacks that take them (each image's own
+    guidance grid, ``attacks.occlusion.guidance_grid``)."""
     images, labels = images.cpu(), labels.cpu()
     kept_images, kept_labels, kept_sources, counts, banks = [], [], [], {}, [CueBank.empty(images)]
     gate_lead: dict[str, float] = {}
     generator = torch.Generator().manual_seed(seed)
     for name in attacks:
-        options = {**attack_params(name, budget, guidance_cache=guidance_cache), **attack_options.get(name, {})}
+        options = {**attack_params(name, budget, guidance_cache=guidance_cache, guidance_shift=guidance_shift, seed=seed),
+                   **attack_options.get(name, {})}
         attack = create_attack(name, classifier, **options)
         result = attack(images, labels)
         fooled = result.fooled.cpu()
@@ -551,7 +558,8 @@ class AdversarialAugment:
                  conflicts: str | None = DEFAULT_CONFLICTS, conflict_refresh: float | None = None,
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
-                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(), seed: int = 0) -> None:
+                 spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(),
+                 guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -574,7 +582,7 @@ class AdversarialAugment:
         self.rounds, self.attack_options = rounds, attack_options
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
-        self.spread_erase, self.zone = spread_erase, zone
+        self.spread_erase, self.zone, self.guidance_shift = spread_erase, zone, guidance_shift
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -622,7 +630,7 @@ class AdversarialAugment:
         images are labelled with the model's own predictions so that every one of them is attacked."""
         predicted, _ = classifier.predict(self.images[:images])
         collect_adversarial(classifier, self.images[:images], predicted.cpu(), self.attacks, self.budget,
-                            self.attack_options)
+                            self.attack_options, guidance_shift=self.guidance_shift)
 
     def start_step(self, progress: float, classifier: Classifier) -> None:
         """Attack a fresh sample of the training images with the current model when a round is due."""
@@ -648,7 +656,8 @@ class AdversarialAugment:
         # that keeps nothing leaves training exactly as ERM's with the same seed
         harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
-            self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index)
+            self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index,
+            guidance_shift=self.guidance_shift)
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
         self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues.with_zones(self.zone), harvest.counts

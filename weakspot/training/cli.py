@@ -58,7 +58,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
-                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_POOL_CHECK,
+                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK,
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
                                               SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
@@ -156,6 +156,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help=f"adversarial: what --zone-share is a share of (default {ZONE_BASE})")
     parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
                         help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
+    parser.add_argument("--guidance-shift", action=argparse.BooleanOptionalAction, default=DEFAULT_GUIDANCE_SHIFT,
+                        help="adversarial: the round's box attacks explain each image on its own grid, shifted by a "
+                             "random share of a cell, so a cue on a line of the regular grid is not missed on every "
+                             f"image (default {'on' if DEFAULT_GUIDANCE_SHIFT else 'off'})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -189,7 +193,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
-                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base), "seed": args.seed,
+                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base),
+                "guidance_shift": args.guidance_shift, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
