@@ -15,11 +15,13 @@ from weakspot.attacks import ATTACKS, create_attack
 from weakspot.attacks.base import Perturbation
 from weakspot.attacks.engine import Proposals, search
 from weakspot.attacks.guidance import GuidanceCache
+from weakspot.attacks.occlusion import guidance_grid
 from weakspot.attacks.report import attack_summary
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier, Preprocessing
 from weakspot.report import load_report
+from weakspot.segmentation import grid_segments
 
 
 def refool(model: Classifier, result) -> None:
@@ -267,3 +269,34 @@ def test_attack_command_writes_table_report_and_grid(tmp_path, button_model, but
     assert main(["attack", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--size", "48",
                  "--attacks", "block,laser"]) == 2
     assert "unknown attack 'laser'" in capsys.readouterr().err
+
+
+class AnyQuadrantCue(nn.Module):
+    """Class 1 while any quadrant of a 4 x 4 cue at rows and columns 14-17 is bright: covering part of the cue
+    changes nothing, as a checkerboard three quarters present still reads as the checkerboard."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        cue = images[:, :, 14:18, 14:18].mean(dim=1)
+        quadrants = torch.stack([cue[:, rows, columns].mean(dim=(1, 2)) for rows in (slice(0, 2), slice(2, 4))
+                                 for columns in (slice(0, 2), slice(2, 4))], dim=1)
+        score = 20.0 * (quadrants.max(dim=1).values - 0.5)
+        return torch.stack([-score, score], dim=1)
+
+
+def test_a_shifted_guidance_grid_finds_a_cue_that_sits_on_a_corner_of_the_regular_grid():
+    cells, side = 5, 40  # 8-pixel cells: the cue's rows and columns 14-17 straddle the lines at 16
+    cue = torch.zeros(side, side, dtype=torch.bool)
+    cue[14:18, 14:18] = True
+    assert len(grid_segments(1, side, side, cells)[0][cue].unique()) == 4  # each cell holds a quarter of it
+    shifted = guidance_grid(torch.zeros(400, 3, side, side), cells * cells, shift=True, seed=0)
+    assert torch.equal(shifted, guidance_grid(torch.zeros(400, 3, side, side), cells * cells, shift=True, seed=0))
+    largest = torch.stack([torch.bincount(grid[cue], minlength=cells * cells).max() for grid in shifted]) / 16
+    assert 0.3 < float((largest == 1).float().mean()) < 0.5  # whole in one cell on both axes: 0.625^2 of shifts
+    identity = Preprocessing(input_size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    classifier = Classifier(AnyQuadrantCue(), "any-quadrant", ["none", "cue"], identity, device="cpu")
+    images = torch.rand(40, 3, side, side, generator=torch.Generator().manual_seed(0)) * 0.3
+    images[:, :, 14:18, 14:18] = 1.0
+    labels = torch.ones(40, dtype=torch.long)
+    fooled = {shift: int(create_attack("button", classifier, budget=40, fills=("black",), guidance_segments=25,
+                                       guidance_shift=shift)(images, labels).fooled.sum()) for shift in (False, True)}
+    assert fooled[False] == 0 and fooled[True] >= 8, fooled  # about 40% of the 40 have the cue inside one cell
