@@ -44,9 +44,9 @@ import torch
 from torch import nn
 
 from weakspot.augment.staged import StageRunner
+from weakspot.distributed import all_reduce_sum
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier, linear_head, load_checkpoint
-from weakspot.distributed import all_reduce_sum
 from weakspot.training.loop import LAST_CHECKPOINT, FitResult, TrainConfig
 
 GROUPDRO_STEP = 0.01  # the authors' robust_step_size, eta_q

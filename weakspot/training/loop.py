@@ -59,6 +59,7 @@ class BatchObjective(Protocol):
 
     def load_state(self, state: dict[str, Any]) -> None: ...
 
+
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 BALANCED_CHECKPOINT = "balanced.pt"  # the kept weights with the class-bias balance (``fit``'s ``balance_recall``)
