@@ -29,7 +29,7 @@ def grid_segments(count: int, height: int, width: int, cells: int = 8, shifts: t
     """A regular ``cells`` x ``cells`` grid: fast, and the same for every image. With ``shifts`` (count, 2), each
     image's inner grid lines move down and right by that share of a cell (in [-0.5, 0.5]; the border cells grow or
     shrink): a cue on a line of the regular grid is split between cells, so occluding any one cell leaves most
-    of it, while a grid shifted per image puts it inside one cell on most images."""
+    of it, while a grid shifted per image puts it whole inside one cell on many images."""
     offsets = torch.zeros(count, 2) if shifts is None else shifts.float()
 
     def index(length: int, shift: torch.Tensor) -> torch.Tensor:  # (count, length): each pixel's cell row or column

@@ -108,7 +108,9 @@ GATE_RECIPIENTS = 8
 DEFAULT_GATE = 0.15
 # Whether the round's box attacks explain each image on its own shifted guidance grid (``guidance_grid``): on the
 # regular 5 x 5 grid at 96 px a cue on a grid line or corner is split between cells, so occluding any one cell
-# leaves most of it and the guidance ranks it low.
+# leaves most of it and the guidance ranks it low. Off: on the ten tuning runs (button and sticker seeds 0-4) the
+# shifted grid lost 1.35 points of mean worst group, past the 1 point the rule written before them allowed (the
+# button, which the regular grid holds inside a cell, -4.8; docs/results.md, sixteenth session).
 DEFAULT_GUIDANCE_SHIFT = False
 
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
