@@ -37,7 +37,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from weakspot.augment.staged import StageRunner
 from weakspot.distributed import all_reduce_sum
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier, linear_head, load_checkpoint
-from weakspot.training.loop import LAST_CHECKPOINT, FitResult, TrainConfig
+from weakspot.training.loop import LAST_CHECKPOINT, BatchObjective, FitResult, TrainConfig
 
 GROUPDRO_STEP = 0.01  # the authors' robust_step_size, eta_q
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the authors' grid of inverse L1 strengths
@@ -63,22 +63,34 @@ def group_balanced_weights(groups: Sequence[str]) -> torch.Tensor:
 @dataclass
 class GroupBalance:
     """``weakspot finetune --method groupbalance``: ERM drawing each training group equally often (an oracle:
-    ``groups`` holds every training image's group)."""
+    ``groups`` holds every training image's group). Subclasses change what the balanced stream's steps
+    minimise (``training_objective``: GroupDRO)."""
 
     groups: Sequence[str]
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    name: ClassVar[str] = "groupbalance"
+
+    def training_objective(self) -> BatchObjective | None:
+        """What each step minimises in place of the batch's mean loss (None: the mean)."""
+        return None
+
+    def objective_details(self, objective: Any) -> dict[str, Any]:
+        """What ``training_objective``'s objective learned, for results.json (nothing for the mean)."""
+        return {}
 
     def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
             val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
             out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
             meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult:
         if len(self.groups) != len(labels):
-            raise WeakspotError(f"groupbalance: {len(self.groups)} group labels for {len(labels)} training images")
-        self.details = {"group_sizes": dict(sorted(Counter(self.groups).items()))}
+            raise WeakspotError(f"{self.name}: {len(self.groups)} group labels for {len(labels)} training images")
+        objective = self.training_objective()
         stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("train",))
-        return stages.result(stages.run("train", classifier, images, labels, config,
-                                        sample_weights=group_balanced_weights(self.groups),
-                                        balance_recall=balance_recall))
+        result = stages.run("train", classifier, images, labels, config,
+                            sample_weights=group_balanced_weights(self.groups), balance_recall=balance_recall,
+                            objective=objective)
+        self.details = {"group_sizes": dict(sorted(Counter(self.groups).items())), **self.objective_details(objective)}
+        return stages.result(result)
 
 
 class GroupDroLoss:
@@ -115,32 +127,22 @@ class GroupDroLoss:
 
 
 @dataclass
-class GroupDro:
+class GroupDro(GroupBalance):
     """``weakspot finetune --method groupdro``: the group-balanced sampler and GroupDRO's loss (``GroupDroLoss``;
     an oracle: ``groups`` holds every training image's group)."""
 
-    groups: Sequence[str]
     step_size: float = GROUPDRO_STEP
-    details: dict[str, Any] = field(default_factory=dict)
+    name: ClassVar[str] = "groupdro"
 
     def __post_init__(self) -> None:
         if not self.step_size > 0:
             raise WeakspotError(f"groupdro: the step size must be > 0, got {self.step_size}")
 
-    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult:
-        if len(self.groups) != len(labels):
-            raise WeakspotError(f"groupdro: {len(self.groups)} group labels for {len(labels)} training images")
-        objective = GroupDroLoss(self.groups, self.step_size)
-        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("train",))
-        result = stages.run("train", classifier, images, labels, config,
-                            sample_weights=group_balanced_weights(self.groups), balance_recall=balance_recall,
-                            objective=objective)
-        self.details = {"group_sizes": dict(sorted(Counter(self.groups).items())), "step_size": self.step_size,
-                        "group_weights": dict(zip(objective.names, objective.weights.tolist()))}
-        return stages.result(result)
+    def training_objective(self) -> GroupDroLoss:
+        return GroupDroLoss(self.groups, self.step_size)
+
+    def objective_details(self, objective: GroupDroLoss) -> dict[str, Any]:
+        return {"step_size": self.step_size, "group_weights": dict(zip(objective.names, objective.weights.tolist()))}
 
 
 def penultimate_features(classifier: Classifier, images: torch.Tensor) -> tuple[np.ndarray, nn.Linear]:
