@@ -282,6 +282,21 @@ def test_zone_rules_share_of_the_cues_or_of_the_most_covered_pixel():
         ZoneRule(0.25, 0.0, "pixels")
 
 
+def test_a_zone_of_few_cues_keeps_only_the_pixels_enough_of_them_share():
+    """Four cues: a quarter of the peak cover is one cue, so each cue's stray box joins the zone unless ``least``
+    asks for more cues; ``least`` above the peak's cover keeps the peak, not nothing."""
+    masks = torch.zeros(4, 20, 20, dtype=torch.bool)
+    masks[:3, 15:18, 8:11] = True  # three cues agree
+    for index, corner in enumerate((0, 8, 16)):
+        masks[index, corner:corner + 3, 0:3] = True  # each has a stray box of its own
+    masks[3, 0:3, 15:18] = True  # the fourth is elsewhere
+    assert int(cue_zone(masks, ZoneRule(0.25, 0.0, "peak")).sum()) == 9 * 5
+    assert int(cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=2)).sum()) == 9
+    assert torch.equal(cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=5)), cue_zone(masks, ZoneRule(1.0, 0.0, "peak")))
+    with pytest.raises(WeakspotError, match="at least 1 cue"):
+        ZoneRule(least=0)
+
+
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model):
     _, test, _ = button_data
     harvest = collect_adversarial(button_model, test.images[:16], test.labels[:16], ("button",), 80,

@@ -171,6 +171,7 @@ def perturbation_masks(result: AttackResult, rows: torch.Tensor, height: int, wi
 # against growth 4% and the old zone: mean worst group 62.5% against 61.8% and 58.7%, clean test up on both
 # families (docs/results.md, fifteenth session).
 ZONE_SHARE = 0.25
+ZONE_LEAST = 1
 ZONE_GROWTH = 0.08
 ZONE_BASES = ("peak", "cues")  # what ZONE_SHARE is a share of: the most-covered pixel's cover, or the class's cues
 ZONE_BASE = "peak"
@@ -179,22 +180,26 @@ ZONE_BASE = "peak"
 @dataclass(frozen=True)
 class ZoneRule:
     """How a class's cue zone is drawn from its cues' masks: the pixels at least ``share`` as covered as the most
-    covered one (``base`` "peak") or covered by ``share`` of the cues ("cues"), grown by ``growth`` of the image
-    side."""
+    covered one (``base`` "peak") or covered by ``share`` of the cues ("cues"), and by at least ``least`` cues
+    (or as many as cover the peak, if fewer), grown by ``growth`` of the image side."""
 
     share: float = ZONE_SHARE
     growth: float = ZONE_GROWTH
     base: str = ZONE_BASE
+    least: int = ZONE_LEAST
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.share <= 1.0 or not 0.0 <= self.growth < 1.0 or self.base not in ZONE_BASES:
-            raise WeakspotError(f"cue zone: share in (0, 1], growth in [0, 1) and a base of {', '.join(ZONE_BASES)}")
+        if (not 0.0 < self.share <= 1.0 or not 0.0 <= self.growth < 1.0 or self.base not in ZONE_BASES
+                or self.least < 1):
+            raise WeakspotError(f"cue zone: share in (0, 1], growth in [0, 1), a base of {', '.join(ZONE_BASES)} "
+                                "and at least 1 cue")
 
 
 def cue_zone(masks: torch.Tensor, rule: ZoneRule = ZoneRule()) -> torch.Tensor:
     """The zone of one class's cue masks (n, H, W) by ``rule``."""
-    cover = masks.float().mean(dim=0)
-    shared = (cover >= rule.share * (cover.max() if rule.base == "peak" else 1.0)).float()
+    cover, count = masks.float().mean(dim=0), masks.float().sum(dim=0)
+    shared = ((cover >= rule.share * (cover.max() if rule.base == "peak" else 1.0))
+              & (count >= min(float(rule.least), float(count.max())))).float()
     reach = int(round(rule.growth * max(masks.shape[-2:])))
     return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
 

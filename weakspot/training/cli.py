@@ -62,7 +62,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
                                               SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
-                                              ZONE_SHARE)
+                                              ZONE_LEAST, ZONE_SHARE)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.augment.oracles import GROUPDRO_STEP
     from weakspot.arguments import comma_list, off_or_number, positive_int
@@ -154,6 +154,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              "with --zone-base cues those SHARE of its cues cover")
     parser.add_argument("--zone-base", default=ZONE_BASE, choices=ZONE_BASES,
                         help=f"adversarial: what --zone-share is a share of (default {ZONE_BASE})")
+    parser.add_argument("--zone-least", type=int, default=ZONE_LEAST, metavar="CUES",
+                        help="adversarial: keep in the cue zone only the pixels at least CUES of its cues cover (or as "
+                             f"many as cover the most covered pixel, if fewer; default {ZONE_LEAST})")
     parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
                         help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
     parser.add_argument("--guidance-shift", action=argparse.BooleanOptionalAction, default=DEFAULT_GUIDANCE_SHIFT,
@@ -193,7 +196,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
-                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base),
+                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
                 "guidance_shift": args.guidance_shift, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
