@@ -61,7 +61,7 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "1", "--no-guidance-shift"]
+        "--zone-least", "1", "--no-guidance-shift", "--no-alternate-grids"]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
 LEAD_LOOP = [*LOOP, *COVER_ZONE]
 # the default of the tenth session (2026-12-04): the spread not scaled by the lead
@@ -84,6 +84,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-zone-peak-wide", "adversarial", LOOP),
     # the round's box attack explains each image on its own shifted grid (sixteenth session)
     ("adversarial-shifted-guidance", "adversarial", [*LOOP, "--guidance-shift"]),
+    # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)
+    ("adversarial-alternate-grids", "adversarial", [*LOOP, "--alternate-grids"]),
     # the cue zone only where at least two cues agree (seventeenth session)
     ("adversarial-zone-least2", "adversarial", [*LOOP, "--zone-least", "2"]),
     # the variant not chosen: the zone around the peak cover grown by 4% of the side

@@ -101,6 +101,31 @@ def test_rounds_caps_the_attack_rounds_and_keeps_the_last_pool(button_data):
         AdversarialAugment(test.images[:4], test.labels[:4], gate=1.5)
 
 
+@pytest.mark.parametrize("start_shifted", [False, True])
+def test_alternate_grids_switches_the_guidance_grid_every_round(button_data, button_model, monkeypatch, start_shifted):
+    """Round k explains on the grid the loop starts with when k is even and on the other one when k is odd,
+    whatever earlier rounds kept (a resumed run knows only k); each round records its grid."""
+    _, test, _ = button_data
+    given = []
+
+    def recording(*args, **kwargs):
+        given.append(kwargs["guidance_shift"])
+        return collect_adversarial(*args, **kwargs)
+
+    monkeypatch.setattr(adversarial, "collect_adversarial", recording)
+    loop = AdversarialAugment(test.images[:6], test.labels[:6], attacks=("button",), fraction=1.0, budget=40,
+                              warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted,
+                              alternate_grids=True)
+    for round_index in range(3):
+        loop.run_round(button_model, round_index, float(round_index))
+    expected = [start_shifted, not start_shifted, start_shifted]
+    assert given == expected == [entry.shifted_grid for entry in loop.history]
+    fixed = AdversarialAugment(test.images[:6], test.labels[:6], attacks=("button",), fraction=1.0, budget=40,
+                               warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted)
+    fixed.run_round(button_model, 1, 1.0)
+    assert fixed.history[0].shifted_grid == start_shifted
+
+
 def test_attack_options_reach_the_attacks(button_data, button_model):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,

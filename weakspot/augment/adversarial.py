@@ -112,6 +112,11 @@ DEFAULT_GATE = 0.15
 # shifted grid lost 1.35 points of mean worst group, past the 1 point the rule written before them allowed (the
 # button, which the regular grid holds inside a cell, -4.8; docs/results.md, sixteenth session).
 DEFAULT_GUIDANCE_SHIFT = False
+# Whether each round explains on the other grid than the round before (regular, shifted, regular, ...): with one
+# round that keeps something (the default schedule) only a retry after a round that confirmed nothing changes
+# grid, since a retry on the same grid misses a cue the grid splits again, on every image alike, and a cue the
+# grid holds is found again one round later. Costs nothing: the same 25 cells and queries.
+DEFAULT_ALTERNATE_GRIDS = False
 
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
     "superpixel": {"n_segments": 12, "fills": ("median",), "margin": 0.5},
@@ -136,6 +141,7 @@ class RoundLog:
     pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, effects, pool on)
     zone_share: dict[int, float] = field(default_factory=dict)  # per cue class: the image share its zone covers
     spread: float = 0.0  # the share of clean images the spread edits after this round (``spread_lead``)
+    shifted_grid: bool = False  # whether the round's box attacks explained each image on its own shifted grid
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -566,7 +572,8 @@ class AdversarialAugment:
                  accumulate_conflicts: bool = False, agreements: bool = False,
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
                  spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(),
-                 guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, seed: int = 0) -> None:
+                 guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, alternate_grids: bool = DEFAULT_ALTERNATE_GRIDS,
+                 seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -590,6 +597,7 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase, self.zone, self.guidance_shift = spread_erase, zone, guidance_shift
+        self.alternate_grids = alternate_grids
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -659,12 +667,13 @@ class AdversarialAugment:
         rng = np.random.default_rng([self.seed, index])
         chosen = self.sample_rows(rng)
         count = len(chosen)
+        shifted = self.guidance_shift != (self.alternate_grids and index % 2 == 1)
         # seeded generators only (attacks, transplant pairs): the training stream's RNG is not moved, so a round
         # that keeps nothing leaves training exactly as ERM's with the same seed
         harvest = collect_adversarial(
             classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
             self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index,
-            guidance_shift=self.guidance_shift)
+            guidance_shift=shifted)
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
         self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues.with_zones(self.zone), harvest.counts
@@ -687,7 +696,8 @@ class AdversarialAugment:
                                                       enumerate(torch.bincount(self.cues.labels).tolist())},
                                      harvest.gate_lead, conflict_drop,
                                      zone_share={label: float(zone.float().mean()) for label, zone in
-                                                 self.cues.zone_of.items()}, spread=self.round_spread))
+                                                 self.cues.zone_of.items()}, spread=self.round_spread,
+                                     shifted_grid=shifted))
 
     def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
         """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""

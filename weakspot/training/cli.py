@@ -57,9 +57,10 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ATTACKS, DEFAULT_BUDGET, DEFAULT_CONFLICTS,
-                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK,
-                                              DEFAULT_REFRESH, DEFAULT_ROUNDS, DEFAULT_SPREAD,
+    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
+                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FRACTION, DEFAULT_GATE,
+                                              DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
+                                              DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
                                               SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
                                               ZONE_LEAST, ZONE_SHARE)
@@ -163,6 +164,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: the round's box attacks explain each image on its own grid, shifted by a "
                              "random share of a cell, so a cue on a line of the regular grid is not missed on every "
                              f"image (default {'on' if DEFAULT_GUIDANCE_SHIFT else 'off'})")
+    parser.add_argument("--alternate-grids", action=argparse.BooleanOptionalAction, default=DEFAULT_ALTERNATE_GRIDS,
+                        help="adversarial: each round explains on the other guidance grid than the round before "
+                             "(regular, shifted, ...), so a retry after a round that confirmed nothing does not miss "
+                             f"a cue the grid splits again (default {'on' if DEFAULT_ALTERNATE_GRIDS else 'off'})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -197,7 +202,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
-                "guidance_shift": args.guidance_shift, "seed": args.seed,
+                "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
