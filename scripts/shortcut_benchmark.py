@@ -86,6 +86,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial-shifted-guidance", "adversarial", [*LOOP, "--guidance-shift"]),
     # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)
     ("adversarial-alternate-grids", "adversarial", [*LOOP, "--alternate-grids"]),
+    # both of the seventeenth session's changes (alternate grids, a zone of two cues or more)
+    ("adversarial-alternate-least2", "adversarial", [*LOOP, "--alternate-grids", "--zone-least", "2"]),
     # the cue zone only where at least two cues agree (seventeenth session)
     ("adversarial-zone-least2", "adversarial", [*LOOP, "--zone-least", "2"]),
     # the variant not chosen: the zone around the peak cover grown by 4% of the side
