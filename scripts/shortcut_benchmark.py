@@ -52,8 +52,11 @@ UNBALANCED = ["--balance-recall", "off"]
 FULL_SPREAD = ["--spread-lead", "off"]
 # and every row measured before the fifteenth session (2026-12-05) with the cue zone the pixels 5% of the cues cover
 COVER_ZONE = ["--zone-base", "cues", "--zone-share", "0.05", "--zone-growth", "0.04"]
-# all three: what every row measured before the tenth session ran with
-BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD, *COVER_ZONE]
+# and every row measured before the seventeenth session (2026-12-05) with a zone of one cue or more and every
+# round on the same guidance grid
+ONE_GRID = ["--zone-least", "1", "--no-alternate-grids"]
+# all four: what every row measured before the tenth session ran with
+BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD, *COVER_ZONE, *ONE_GRID]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
                  "--pool-check", "off", *BEFORE_BALANCE]
 # The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
@@ -61,13 +64,15 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "1", "--no-guidance-shift", "--no-alternate-grids"]
+        "--zone-least", "2", "--no-guidance-shift", "--alternate-grids"]
+# the default of the fifteenth session (2026-12-05) until the seventeenth's
+ZONE_PEAK_LOOP = [*LOOP, *ONE_GRID]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
-LEAD_LOOP = [*LOOP, *COVER_ZONE]
+LEAD_LOOP = [*ZONE_PEAK_LOOP, *COVER_ZONE]
 # the default of the tenth session (2026-12-04): the spread not scaled by the lead
 FULL_SPREAD_LOOP = [*LEAD_LOOP, *FULL_SPREAD]
 # the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
-SWAP_LOOP = [*LOOP, *BEFORE_BALANCE]
+SWAP_LOOP = [*ZONE_PEAK_LOOP, *BEFORE_BALANCE]
 # the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
 FILL_LOOP = [*SWAP_LOOP, "--spread-erase", "fill"]
 # the default from 2026-12-03 (fourth session) until the pool check (seventh session)
@@ -80,18 +85,18 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
-    # the default under the name its runs of the fifteenth session had (the variant chosen there)
-    ("adversarial-zone-peak-wide", "adversarial", LOOP),
-    # the round's box attack explains each image on its own shifted grid (sixteenth session)
-    ("adversarial-shifted-guidance", "adversarial", [*LOOP, "--guidance-shift"]),
+    # the default under the name its runs of the seventeenth session had: both of that session's changes
+    ("adversarial-alternate-least2", "adversarial", LOOP),
+    # the fifteenth session's default: every round on the regular grid, a zone of one cue or more
+    ("adversarial-zone-peak-wide", "adversarial", ZONE_PEAK_LOOP),
     # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)
-    ("adversarial-alternate-grids", "adversarial", [*LOOP, "--alternate-grids"]),
-    # both of the seventeenth session's changes (alternate grids, a zone of two cues or more)
-    ("adversarial-alternate-least2", "adversarial", [*LOOP, "--alternate-grids", "--zone-least", "2"]),
+    ("adversarial-alternate-grids", "adversarial", [*ZONE_PEAK_LOOP, "--alternate-grids"]),
     # the cue zone only where at least two cues agree (seventeenth session)
-    ("adversarial-zone-least2", "adversarial", [*LOOP, "--zone-least", "2"]),
+    ("adversarial-zone-least2", "adversarial", [*ZONE_PEAK_LOOP, "--zone-least", "2"]),
+    # the round's box attack explains each image on its own shifted grid (sixteenth session)
+    ("adversarial-shifted-guidance", "adversarial", [*ZONE_PEAK_LOOP, "--guidance-shift"]),
     # the variant not chosen: the zone around the peak cover grown by 4% of the side
-    ("adversarial-zone-peak", "adversarial", [*LOOP, "--zone-growth", "0.04"]),
+    ("adversarial-zone-peak", "adversarial", [*ZONE_PEAK_LOOP, "--zone-growth", "0.04"]),
     # the default of the eleventh session (2026-12-04): the zone the pixels 5% of the cues cover
     ("adversarial-cover-zone", "adversarial", LEAD_LOOP),
     # the default without its last step, the class-bias balance (the default of the ninth session)

@@ -121,7 +121,8 @@ def test_alternate_grids_switches_the_guidance_grid_every_round(button_data, but
     expected = [start_shifted, not start_shifted, start_shifted]
     assert given == expected == [entry.shifted_grid for entry in loop.history]
     fixed = AdversarialAugment(test.images[:6], test.labels[:6], attacks=("button",), fraction=1.0, budget=40,
-                               warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted)
+                               warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted,
+                               alternate_grids=False)
     fixed.run_round(button_model, 1, 1.0)
     assert fixed.history[0].shifted_grid == start_shifted
 
@@ -294,7 +295,7 @@ def test_zone_rules_share_of_the_cues_or_of_the_most_covered_pixel():
     masks = torch.zeros(10, 20, 20, dtype=torch.bool)
     masks[:, 15:18, 8:11] = True  # where every cue sits
     masks[0, 0:4, 0:4] = True  # one cue's stray patch: 10% of the cues cover it
-    of_cues = cue_zone(masks, ZoneRule(0.05, 0.0))
+    of_cues = cue_zone(masks, ZoneRule(0.05, 0.0, least=1))
     of_peak = cue_zone(masks, ZoneRule(0.25, 0.0, "peak"))
     assert of_cues[0:4, 0:4].all() and int(of_cues.sum()) == 9 + 16
     assert not of_peak[0:4, 0:4].any() and int(of_peak.sum()) == 9
@@ -315,8 +316,9 @@ def test_a_zone_of_few_cues_keeps_only_the_pixels_enough_of_them_share():
     for index, corner in enumerate((0, 8, 16)):
         masks[index, corner:corner + 3, 0:3] = True  # each has a stray box of its own
     masks[3, 0:3, 15:18] = True  # the fourth is elsewhere
-    assert int(cue_zone(masks, ZoneRule(0.25, 0.0, "peak")).sum()) == 9 * 5
+    assert int(cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=1)).sum()) == 9 * 5
     assert int(cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=2)).sum()) == 9
+    assert torch.equal(cue_zone(masks, ZoneRule(growth=0.0)), cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=2)))
     assert torch.equal(cue_zone(masks, ZoneRule(0.25, 0.0, "peak", least=5)), cue_zone(masks, ZoneRule(1.0, 0.0, "peak")))
     with pytest.raises(WeakspotError, match="at least 1 cue"):
         ZoneRule(least=0)
