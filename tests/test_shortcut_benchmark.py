@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import json
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from weakspot.cli import main
+from weakspot.augment.adversarial import DEFAULT_SPREAD
+from weakspot.cli import build_parser, main
 from weakspot.data import ImageSet, load_dataset
 from weakspot.errors import WeakspotError
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
@@ -99,16 +104,31 @@ def test_group_accuracy_reports_label_by_cue_and_the_worst_group():
     assert report["worst_group"] == {"gender": "f", "cue": "button"} and report["worst_group_accuracy"] == 0.0
 
 
-def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
-    """ERM saved by one run and the loop by a later one (same --data and --seed) count as one run."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
+def load_benchmark_script() -> Any:
+    """scripts/shortcut_benchmark.py as a module (scripts/ is not a package)."""
     path = Path(__file__).resolve().parents[1] / "scripts" / "shortcut_benchmark.py"
     spec = importlib.util.spec_from_file_location("shortcut_benchmark", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+def test_the_benchmark_adversarial_row_is_the_library_default_written_out():
+    """The tables call the `adversarial` row the library's loop: its flags must parse to finetune's defaults,
+    and the previous default's row must differ from it in this session's two choices only."""
+    benchmark = load_benchmark_script()
+    rows = {name: flags for name, _, flags in benchmark.METHODS}
+    parser = build_parser()
+    base = ["finetune", "--data", "d", "--out", "o", "--method", "adversarial"]
+    defaults = {**vars(parser.parse_args(base)), "spread": DEFAULT_SPREAD}  # None: DEFAULT_SPREAD with transplants
+    assert vars(parser.parse_args([*base, *rows["adversarial"]])) == defaults
+    previous = vars(parser.parse_args([*base, *rows["adversarial-zone-peak-wide"]]))
+    assert {key for key in defaults if previous[key] != defaults[key]} == {"zone_least", "alternate_grids"}
+
+
+def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
+    """ERM saved by one run and the loop by a later one (same --data and --seed) count as one run."""
+    benchmark = load_benchmark_script()
 
     def row(method, worst, seconds):
         return {"method": method, "worst_group_accuracy": worst, "test_accuracy": 0.8, "clean_test_accuracy": 0.8,
