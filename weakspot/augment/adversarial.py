@@ -210,7 +210,8 @@ class ZoneRule:
 
 def cue_zone(masks: torch.Tensor, rule: ZoneRule = ZoneRule()) -> torch.Tensor:
     """The zone of one class's cue masks (n, H, W) by ``rule``."""
-    cover, count = masks.float().mean(dim=0), masks.float().sum(dim=0)
+    covered = masks.float()
+    cover, count = covered.mean(dim=0), covered.sum(dim=0)
     shared = ((cover >= rule.share * (cover.max() if rule.base == "peak" else 1.0))
               & (count >= min(float(rule.least), float(count.max())))).float()
     reach = int(round(rule.growth * max(masks.shape[-2:])))
