@@ -64,7 +64,7 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "2", "--no-guidance-shift", "--alternate-grids"]
+        "--zone-least", "2", "--no-guidance-shift", "--alternate-grids", "--no-fallback-grid"]
 # the default of the fifteenth session (2026-12-05) until the seventeenth's
 ZONE_PEAK_LOOP = [*LOOP, *ONE_GRID]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
@@ -87,6 +87,12 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the default under the name its runs of the seventeenth session had: both of that session's changes
     ("adversarial-alternate-least2", "adversarial", LOOP),
+    # a retry that confirms nothing on the regular grid falls back to the shifted one, in place of the alternate
+    # grids (eighteenth session)
+    ("adversarial-fallback-grid", "adversarial", [*LOOP, "--no-alternate-grids", "--fallback-grid"]),
+    # the same at the full spread whatever the round's lead (eighteenth session)
+    ("adversarial-fallback-lead-off", "adversarial", [*LOOP, "--no-alternate-grids", "--fallback-grid",
+                                                      *FULL_SPREAD]),
     # the fifteenth session's default: every round on the regular grid, a zone of one cue or more
     ("adversarial-zone-peak-wide", "adversarial", ZONE_PEAK_LOOP),
     # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)

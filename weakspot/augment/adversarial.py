@@ -120,6 +120,13 @@ DEFAULT_GUIDANCE_SHIFT = False
 # 1 point of the default's (61.6% against 62.45%; it changes only the button's seeds 2 and 4, whose first rounds
 # kept nothing, and lost 5.9 and 3.0 points there; docs/results.md, seventeenth session).
 DEFAULT_ALTERNATE_GRIDS = True
+# Whether a round after the first that confirms nothing on its grid explains its images again on the other grid
+# (regular or shifted) and keeps what that finds: a cue the round's grid holds is found on that grid, where the
+# other grid's pool was worse (the alternate grids lost 5.9 and 3.0 points on tuning button seeds 2 and 4, whose
+# regular-grid retries confirmed the button), and a cue the grid splits still gets the other grid. Round 0 does not
+# fall back: a first round that confirms nothing has mostly come before the model leans on the cue enough, and
+# the retry half an epoch later on the same grid finds it. Costs a second attack of the round's images, only then.
+DEFAULT_FALLBACK_GRID = False
 
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
     "superpixel": {"n_segments": 12, "fills": ("median",), "margin": 0.5},
@@ -145,6 +152,7 @@ class RoundLog:
     zone_share: dict[int, float] = field(default_factory=dict)  # per cue class: the image share its zone covers
     spread: float = 0.0  # the share of clean images the spread edits after this round (``spread_lead``)
     shifted_grid: bool = False  # whether the round's box attacks explained each image on its own shifted grid
+    grids_tried: int = 1  # 2 when the round's grid confirmed nothing and it fell back to the other (``fallback_grid``)
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
@@ -581,7 +589,7 @@ class AdversarialAugment:
                  pool_check: float | None = DEFAULT_POOL_CHECK, spread_erase: str = DEFAULT_SPREAD_ERASE,
                  spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(),
                  guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, alternate_grids: bool = DEFAULT_ALTERNATE_GRIDS,
-                 seed: int = 0) -> None:
+                 fallback_grid: bool = DEFAULT_FALLBACK_GRID, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -605,7 +613,7 @@ class AdversarialAugment:
         self.guidance_cache = GuidanceCache() if cache_explanations else None
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase, self.zone, self.guidance_shift = spread_erase, zone, guidance_shift
-        self.alternate_grids = alternate_grids
+        self.alternate_grids, self.fallback_grid = alternate_grids, fallback_grid
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -676,12 +684,11 @@ class AdversarialAugment:
         chosen = self.sample_rows(rng)
         count = len(chosen)
         shifted = self.guidance_shift != (self.alternate_grids and index % 2 == 1)
-        # seeded generators only (attacks, transplant pairs): the training stream's RNG is not moved, so a round
-        # that keeps nothing leaves training exactly as ERM's with the same seed
-        harvest = collect_adversarial(
-            classifier, self.images[chosen], self.labels[chosen], self.attacks, self.budget, self.attack_options,
-            self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index,
-            guidance_shift=shifted)
+        grids_tried = 1
+        harvest = self.harvest(classifier, chosen, index, shifted)
+        if self.fallback_grid and index > 0 and not len(harvest.labels):
+            shifted, grids_tried = not shifted, 2
+            harvest = self.harvest(classifier, chosen, index, shifted)
         self.pool_images, self.pool_labels, self.pool_sources = harvest.images, harvest.labels, harvest.sources
         self.empty_rounds += not len(harvest.labels)
         self.cues, counts = harvest.cues.with_zones(self.zone), harvest.counts
@@ -705,7 +712,16 @@ class AdversarialAugment:
                                      harvest.gate_lead, conflict_drop,
                                      zone_share={label: float(zone.float().mean()) for label, zone in
                                                  self.cues.zone_of.items()}, spread=self.round_spread,
-                                     shifted_grid=shifted))
+                                     shifted_grid=shifted, grids_tried=grids_tried))
+
+    def harvest(self, classifier: Classifier, rows: torch.Tensor, index: int, shifted: bool) -> Harvest:
+        """Round ``index``'s attacks on the training images ``rows``, explained on the shifted grid or not."""
+        # seeded generators only (attacks, transplant pairs): the training stream's RNG is not moved, so a round
+        # that keeps nothing leaves training exactly as ERM's with the same seed
+        return collect_adversarial(
+            classifier, self.images[rows], self.labels[rows], self.attacks, self.budget, self.attack_options,
+            self.guidance_cache, self.transplant, self.cues_only, self.gate, seed=self.seed * 1_000_003 + index,
+            guidance_shift=shifted)
 
     def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
         """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""

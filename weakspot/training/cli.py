@@ -58,7 +58,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
-                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FRACTION, DEFAULT_GATE,
+                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID,
+                                              DEFAULT_FRACTION, DEFAULT_GATE,
                                               DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
                                               DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
@@ -168,6 +169,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: each round explains on the other guidance grid than the round before "
                              "(regular, shifted, ...), so a retry after a round that confirmed nothing does not miss "
                              f"a cue the grid splits again (default {'on' if DEFAULT_ALTERNATE_GRIDS else 'off'})")
+    parser.add_argument("--fallback-grid", action=argparse.BooleanOptionalAction, default=DEFAULT_FALLBACK_GRID,
+                        help="adversarial: a round after the first that confirms nothing on its guidance grid "
+                             "explains its images again on the other grid (regular or shifted) and keeps what that "
+                             f"finds (default {'on' if DEFAULT_FALLBACK_GRID else 'off'})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -202,7 +207,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "agreements": args.agreements, "pool_check": args.pool_check,
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
-                "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids, "seed": args.seed,
+                "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
+                "fallback_grid": args.fallback_grid, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
