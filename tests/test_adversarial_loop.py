@@ -127,6 +127,43 @@ def test_alternate_grids_switches_the_guidance_grid_every_round(button_data, but
     assert fixed.history[0].shifted_grid == start_shifted
 
 
+def test_a_retry_that_confirms_nothing_on_its_grid_falls_back_to_the_other(button_data, button_model, monkeypatch):
+    """With ``fallback_grid``, a round after the first whose grid keeps nothing explains the same images on the
+    other grid and keeps that harvest; round 0, a round whose grid kept something, and the loop without the
+    fallback explain once."""
+    _, test, _ = button_data
+    images, labels = test.images[:6], test.labels[:6]
+    given, shifted_finds = [], {}
+
+    def regular_grid_finds_nothing(*args, **kwargs):
+        given.append((kwargs["seed"], kwargs["guidance_shift"]))
+        if not kwargs["guidance_shift"]:
+            return adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
+                                       torch.empty(0, dtype=torch.long))
+        shifted_finds["harvest"] = adversarial.Harvest(images[:2], labels[:2], {"button": 2},
+                                                       adversarial.CueBank.empty(images),
+                                                       torch.zeros(2, dtype=torch.long))
+        return shifted_finds["harvest"]
+
+    monkeypatch.setattr(adversarial, "collect_adversarial", regular_grid_finds_nothing)
+    options = dict(attacks=("button",), fraction=1.0, budget=40, warmup_epochs=0, refresh=1, rounds=None,
+                   alternate_grids=False, seed=3)
+    loop = AdversarialAugment(images, labels, fallback_grid=True, **options)
+    for round_index in range(2):
+        loop.run_round(button_model, round_index, float(round_index))
+    first, retry = 3 * 1_000_003, 3 * 1_000_003 + 1
+    assert given == [(first, False), (retry, False), (retry, True)]
+    assert [(entry.grids_tried, entry.shifted_grid) for entry in loop.history] == [(1, False), (2, True)]
+    assert torch.equal(loop.pool_images, shifted_finds["harvest"].images) and loop.history[1].fooled == {"button": 2}
+    given.clear()
+    shifted_start = AdversarialAugment(images, labels, fallback_grid=True, **{**options, "alternate_grids": True})
+    shifted_start.run_round(button_model, 1, 1.0)  # round 1 on the shifted grid keeps something: no fallback
+    assert given == [(retry, True)] and shifted_start.history[0].grids_tried == 1
+    given.clear()
+    AdversarialAugment(images, labels, fallback_grid=False, **options).run_round(button_model, 1, 1.0)
+    assert given == [(retry, False)]
+
+
 def test_attack_options_reach_the_attacks(button_data, button_model):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,
