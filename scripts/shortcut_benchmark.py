@@ -53,8 +53,8 @@ FULL_SPREAD = ["--spread-lead", "off"]
 # and every row measured before the fifteenth session (2026-12-05) with the cue zone the pixels 5% of the cues cover
 COVER_ZONE = ["--zone-base", "cues", "--zone-share", "0.05", "--zone-growth", "0.04"]
 # and every row measured before the seventeenth session (2026-12-05) with a zone of one cue or more and every
-# round on the same guidance grid
-ONE_GRID = ["--zone-least", "1", "--no-alternate-grids"]
+# round on the same guidance grid, with no fallback to the other
+ONE_GRID = ["--zone-least", "1", "--no-alternate-grids", "--no-fallback-grid"]
 # all four: what every row measured before the tenth session ran with
 BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD, *COVER_ZONE, *ONE_GRID]
 PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
@@ -64,7 +64,7 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "2", "--no-guidance-shift", "--alternate-grids", "--no-fallback-grid"]
+        "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid"]
 # the default of the fifteenth session (2026-12-05) until the seventeenth's
 ZONE_PEAK_LOOP = [*LOOP, *ONE_GRID]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
@@ -85,14 +85,13 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
-    # the default under the name its runs of the seventeenth session had: both of that session's changes
-    ("adversarial-alternate-least2", "adversarial", LOOP),
-    # a retry that confirms nothing on the regular grid falls back to the shifted one, in place of the alternate
-    # grids (eighteenth session)
-    ("adversarial-fallback-grid", "adversarial", [*LOOP, "--no-alternate-grids", "--fallback-grid"]),
+    # the default under the name its runs of the eighteenth session had: a retry that confirms nothing on the regular
+    # grid falls back to the shifted one
+    ("adversarial-fallback-grid", "adversarial", LOOP),
     # the same at the full spread whatever the round's lead (eighteenth session)
-    ("adversarial-fallback-lead-off", "adversarial", [*LOOP, "--no-alternate-grids", "--fallback-grid",
-                                                      *FULL_SPREAD]),
+    ("adversarial-fallback-lead-off", "adversarial", [*LOOP, *FULL_SPREAD]),
+    # the seventeenth session's default: every retry on the other grid than the round before, no fallback
+    ("adversarial-alternate-least2", "adversarial", [*LOOP, "--alternate-grids", "--no-fallback-grid"]),
     # the fifteenth session's default: every round on the regular grid, a zone of one cue or more
     ("adversarial-zone-peak-wide", "adversarial", ZONE_PEAK_LOOP),
     # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)

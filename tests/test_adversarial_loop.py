@@ -115,14 +115,14 @@ def test_alternate_grids_switches_the_guidance_grid_every_round(button_data, but
     monkeypatch.setattr(adversarial, "collect_adversarial", recording)
     loop = AdversarialAugment(test.images[:6], test.labels[:6], attacks=("button",), fraction=1.0, budget=40,
                               warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted,
-                              alternate_grids=True)
+                              alternate_grids=True, fallback_grid=False)
     for round_index in range(3):
         loop.run_round(button_model, round_index, float(round_index))
     expected = [start_shifted, not start_shifted, start_shifted]
     assert given == expected == [entry.shifted_grid for entry in loop.history]
     fixed = AdversarialAugment(test.images[:6], test.labels[:6], attacks=("button",), fraction=1.0, budget=40,
                                warmup_epochs=0, refresh=1, rounds=None, guidance_shift=start_shifted,
-                               alternate_grids=False)
+                               alternate_grids=False, fallback_grid=False)
     fixed.run_round(button_model, 1, 1.0)
     assert fixed.history[0].shifted_grid == start_shifted
 
