@@ -48,7 +48,8 @@ from weakspot.training.loop import KEEP_CHOICES
 # Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with
 # (by default, when one of its rounds kept something; LOOP leaves that default as it is).
 UNBALANCED = ["--balance-recall", "off"]
-# and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead
+# and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead (the
+# default again from the eighteenth)
 FULL_SPREAD = ["--spread-lead", "off"]
 # and every row measured before the fifteenth session (2026-12-05) with the cue zone the pixels 5% of the cues cover
 COVER_ZONE = ["--zone-base", "cues", "--zone-share", "0.05", "--zone-growth", "0.04"]
@@ -63,10 +64,13 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 # default it was measured against with its own changes appended.
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
-        "--spread-lead", "0.3", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
+        "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid"]
+# the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
+# eleventh session on
+FALLBACK_LOOP = [*LOOP, "--spread-lead", "0.3"]
 # the default of the fifteenth session (2026-12-05) until the seventeenth's
-ZONE_PEAK_LOOP = [*LOOP, *ONE_GRID]
+ZONE_PEAK_LOOP = [*FALLBACK_LOOP, *ONE_GRID]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
 LEAD_LOOP = [*ZONE_PEAK_LOOP, *COVER_ZONE]
 # the default of the tenth session (2026-12-04): the spread not scaled by the lead
@@ -85,13 +89,12 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
-    # the default under the name its runs of the eighteenth session had: a retry that confirms nothing on the regular
-    # grid falls back to the shifted one
-    ("adversarial-fallback-grid", "adversarial", LOOP),
-    # the same at the full spread whatever the round's lead (eighteenth session)
-    ("adversarial-fallback-lead-off", "adversarial", [*LOOP, *FULL_SPREAD]),
+    # the default under the name its runs of the eighteenth session had: the full spread on top of the fallback grid
+    ("adversarial-fallback-lead-off", "adversarial", LOOP),
+    # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
+    ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback
-    ("adversarial-alternate-least2", "adversarial", [*LOOP, "--alternate-grids", "--no-fallback-grid"]),
+    ("adversarial-alternate-least2", "adversarial", [*FALLBACK_LOOP, "--alternate-grids", "--no-fallback-grid"]),
     # the fifteenth session's default: every round on the regular grid, a zone of one cue or more
     ("adversarial-zone-peak-wide", "adversarial", ZONE_PEAK_LOOP),
     # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)

@@ -293,7 +293,8 @@ def test_spread_pastes_or_erases_confirmed_cues_blind_to_the_label(button_data, 
     lead = max(scaled.history[0].gate_lead.values())
     assert 0 < lead <= 1 and scaled.history[0].spread == pytest.approx(lead / 4.0) == scaled.round_spread
     assert AdversarialAugment(images, labels, spread_lead=0.01).round_spread == 1.0  # before a round: the spread
-    assert AdversarialAugment(images, labels).spread_lead == DEFAULT_SPREAD_LEAD  # on by default
+    assert AdversarialAugment(images, labels, spread_lead=0.3).spread_lead == 0.3
+    assert AdversarialAugment(images, labels).spread_lead is DEFAULT_SPREAD_LEAD is None  # the full spread by default
     assert AdversarialAugment(images, labels, gate=None).spread_lead is None  # no dependence test, no lead
     with pytest.raises(WeakspotError, match="needs transplant"):
         AdversarialAugment(images, labels, spread=0.5, transplant=False)

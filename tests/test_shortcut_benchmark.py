@@ -115,7 +115,7 @@ def load_benchmark_script() -> Any:
 
 def test_the_benchmark_adversarial_row_is_the_library_default_written_out():
     """The tables call the `adversarial` row the library's loop: its flags must parse to finetune's defaults,
-    and the previous default's row must differ from it in this session's choice only."""
+    and the previous default's row must differ from it in this session's choices only."""
     benchmark = load_benchmark_script()
     rows = {name: flags for name, _, flags in benchmark.METHODS}
     parser = build_parser()
@@ -123,8 +123,9 @@ def test_the_benchmark_adversarial_row_is_the_library_default_written_out():
     defaults = {**vars(parser.parse_args(base)), "spread": DEFAULT_SPREAD}  # None: DEFAULT_SPREAD with transplants
     assert vars(parser.parse_args([*base, *rows["adversarial"]])) == defaults
     previous = vars(parser.parse_args([*base, *rows["adversarial-alternate-least2"]]))
-    assert {key for key in defaults if previous[key] != defaults[key]} == {"alternate_grids", "fallback_grid"}
-    assert vars(parser.parse_args([*base, *rows["adversarial-fallback-grid"]])) == defaults
+    assert {key for key in defaults if previous[key] != defaults[key]} == {"alternate_grids", "fallback_grid",
+                                                                          "spread_lead"}
+    assert vars(parser.parse_args([*base, *rows["adversarial-fallback-lead-off"]])) == defaults
 
 
 def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):

@@ -149,7 +149,8 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_SPREAD_LEAD, metavar="LEAD",
                         help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
                              "most 1), so a cue the model barely depends on gets fewer edits (default "
-                             f"{DEFAULT_SPREAD_LEAD}; 'off' spreads at the full rate, as does --cue-gate off: no lead)")
+                             f"{DEFAULT_SPREAD_LEAD or 'off'}; 'off' spreads at the full rate, as does --cue-gate off: "
+                             "no lead)")
     parser.add_argument("--zone-share", type=float, default=ZONE_SHARE, metavar="SHARE",
                         help="adversarial: a class's cue zone, which the spread pastes and erases, is the pixels at "
                              f"least SHARE as covered by its cues as the most covered one (default {ZONE_SHARE}), or "
