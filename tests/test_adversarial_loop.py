@@ -133,17 +133,15 @@ def test_a_retry_that_confirms_nothing_on_its_grid_falls_back_to_the_other(butto
     fallback explain once."""
     _, test, _ = button_data
     images, labels = test.images[:6], test.labels[:6]
-    given, shifted_finds = [], {}
+    given = []
+    nothing = adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
+                                  torch.empty(0, dtype=torch.long))
+    found = adversarial.Harvest(images[:2], labels[:2], {"button": 2}, adversarial.CueBank.empty(images),
+                                torch.zeros(2, dtype=torch.long))
 
     def regular_grid_finds_nothing(*args, **kwargs):
         given.append((kwargs["seed"], kwargs["guidance_shift"]))
-        if not kwargs["guidance_shift"]:
-            return adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
-                                       torch.empty(0, dtype=torch.long))
-        shifted_finds["harvest"] = adversarial.Harvest(images[:2], labels[:2], {"button": 2},
-                                                       adversarial.CueBank.empty(images),
-                                                       torch.zeros(2, dtype=torch.long))
-        return shifted_finds["harvest"]
+        return found if kwargs["guidance_shift"] else nothing
 
     monkeypatch.setattr(adversarial, "collect_adversarial", regular_grid_finds_nothing)
     options = dict(attacks=("button",), fraction=1.0, budget=40, warmup_epochs=0, refresh=1, rounds=None,
@@ -154,7 +152,7 @@ def test_a_retry_that_confirms_nothing_on_its_grid_falls_back_to_the_other(butto
     first, retry = 3 * 1_000_003, 3 * 1_000_003 + 1
     assert given == [(first, False), (retry, False), (retry, True)]
     assert [(entry.grids_tried, entry.shifted_grid) for entry in loop.history] == [(1, False), (2, True)]
-    assert torch.equal(loop.pool_images, shifted_finds["harvest"].images) and loop.history[1].fooled == {"button": 2}
+    assert torch.equal(loop.pool_images, found.images) and loop.history[1].fooled == {"button": 2}
     given.clear()
     shifted_start = AdversarialAugment(images, labels, fallback_grid=True, **{**options, "alternate_grids": True})
     shifted_start.run_round(button_model, 1, 1.0)  # round 1 on the shifted grid keeps something: no fallback
