@@ -65,7 +65,8 @@ PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", 
 LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid"]
+        "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
+        "--balance-target", "validation"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
 # eleventh session on
 FALLBACK_LOOP = [*LOOP, "--spread-lead", "0.3"]
@@ -91,6 +92,9 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the default under the name its runs of the eighteenth session had: the full spread on top of the fallback grid
     ("adversarial-fallback-lead-off", "adversarial", LOOP),
+    # the class-bias balance fitted on the best worst group of the validation images with each confirmed cue pasted
+    # and erased, not on equal recalls of the validation split as it is (nineteenth session)
+    ("adversarial-cue-views", "adversarial", [*LOOP, "--balance-target", "cue-views"]),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

@@ -11,6 +11,7 @@ from 55.1% to 57.3% at a clean-test accuracy 0.1 lower (docs/results.md, tenth s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -28,47 +29,100 @@ def class_recalls(predicted: torch.Tensor, labels: torch.Tensor, classes: torch.
     return torch.stack([(predicted[..., labels == label] == label).float().mean(dim=-1) for label in classes], dim=-1)
 
 
-def equal_recall_bias(logits: torch.Tensor, labels: torch.Tensor, span: float = BIAS_SPAN, step: float = BIAS_STEP,
-                      sweeps: int = SWEEPS) -> torch.Tensor:
-    """Per-class constants (class 0's stays 0) added to ``logits`` (N, C) that make the recalls of the classes
-    present in ``labels`` as equal (least variance) as a grid of shifts allows, the smallest shift among equals
-    (a model that is already balanced is left as it is); with more than two classes, ``sweeps`` passes of one
-    class at a time."""
-    logits, labels = logits.detach().float().cpu(), labels.cpu()
+def best_bias(logits: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor], span: float = BIAS_SPAN,
+              step: float = BIAS_STEP, sweeps: int = SWEEPS) -> torch.Tensor:
+    """Per-class constants (class 0's stays 0) added to ``logits`` (N, C) that maximise ``score`` (predictions
+    (S, N) of S shifted copies in, one score each out) over a grid of shifts, the smallest shift among equals (a
+    model already at the best is left as it is); with more than two classes, ``sweeps`` passes of one class at a
+    time."""
+    logits = logits.detach().float().cpu()
     bias = torch.zeros(logits.shape[1])
-    classes = labels.unique()
-    if len(classes) < 2:
-        return bias
     reach = int(round(span / step))
     grid = torch.arange(-reach, reach + 1) * step  # holds 0 exactly
     for _ in range(sweeps if logits.shape[1] > 2 else 1):
         for label in range(1, logits.shape[1]):
-            variances = []
+            scores = []
             for start in range(0, len(grid), GRID_CHUNK):
                 shifts = grid[start:start + GRID_CHUNK]
                 shifted = (logits + bias).expand(len(shifts), -1, -1).clone()
                 shifted[:, :, label] += shifts[:, None]
-                recalls = class_recalls(shifted.argmax(dim=2), labels, classes)
-                variances.append(recalls.var(dim=1, unbiased=False))
-            variance = torch.cat(variances)
-            candidates = torch.nonzero(variance <= variance.min() + 1e-9).flatten()
+                scores.append(score(shifted.argmax(dim=2)))
+            scored = torch.cat(scores)
+            candidates = torch.nonzero(scored >= scored.max() - 1e-9).flatten()
             bias[label] += grid[candidates[(grid[candidates]).abs().argmin()]]
     return bias
 
 
+def equal_recall_bias(logits: torch.Tensor, labels: torch.Tensor, span: float = BIAS_SPAN, step: float = BIAS_STEP,
+                      sweeps: int = SWEEPS) -> torch.Tensor:
+    """``best_bias`` that makes the recalls of the classes present in ``labels`` as equal (least variance) as
+    the grid allows."""
+    labels = labels.cpu()
+    classes = labels.unique()
+    if len(classes) < 2:
+        return torch.zeros(logits.shape[1])
+    return best_bias(logits, lambda predicted: -class_recalls(predicted, labels, classes).var(dim=1, unbiased=False),
+                     span, step, sweeps)
+
+
+def worst_group_bias(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, span: float = BIAS_SPAN,
+                     step: float = BIAS_STEP, sweeps: int = SWEEPS) -> torch.Tensor:
+    """``best_bias`` that maximises the accuracy of the worst of ``groups`` (one integer per image)."""
+    labels, groups = labels.cpu(), groups.cpu()
+    members = [groups == group for group in groups.unique()]
+    return best_bias(logits, lambda predicted: torch.stack(
+        [(predicted[:, member] == labels[member]).float().mean(dim=1) for member in members], dim=1).min(dim=1).values,
+        span, step, sweeps)
+
+
+def group_accuracies(predicted: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict[int, float]:
+    """Accuracy of the predictions (N) per group (N integers)."""
+    return {int(group): float((predicted[groups == group] == labels[groups == group]).float().mean())
+            for group in groups.unique()}
+
+
 def balance_recall(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head in place, so the
-    checkpoint it saves carries it; returns the biases and the recalls before and after, per class name."""
+    """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head (``shift_head``)."""
     head = linear_head(classifier, "recall balance")
+    return shift_head(classifier, head, image_logits(classifier, images), labels.cpu())
+
+
+def balance_worst_group(classifier: Classifier,
+                        views: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """Fit ``worst_group_bias`` on ``views``, chunks of (images, labels, groups: one integer per image), and add
+    it to the classifier's head (``shift_head``); chunks, so that many edited copies of a split need not be held
+    at once."""
+    head = linear_head(classifier, "recall balance")
+    logits, labels, groups = [], [], []
+    for chunk_images, chunk_labels, chunk_groups in views:
+        logits.append(image_logits(classifier, chunk_images))
+        labels.append(chunk_labels.cpu())
+        groups.append(chunk_groups.cpu())
+    return shift_head(classifier, head, torch.cat(logits), torch.cat(labels), torch.cat(groups))
+
+
+def image_logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's logits of ``images`` up to a constant per image (which moves no argmax), on the CPU."""
     with torch.inference_mode():
-        probabilities = classifier.predict_proba(images).cpu().double().clamp_min(1e-12)
-    logits = probabilities.log()  # the logits up to a constant per image, which moves no argmax
-    bias = equal_recall_bias(logits, labels)
-    classes = labels.cpu().unique()
-    before = class_recalls(logits.argmax(dim=1), labels.cpu(), classes)
-    after = class_recalls((logits + bias.double()).argmax(dim=1), labels.cpu(), classes)
+        return classifier.predict_proba(images).cpu().double().clamp_min(1e-12).log()
+
+
+def shift_head(classifier: Classifier, head: torch.nn.Linear, logits: torch.Tensor, labels: torch.Tensor,
+               groups: torch.Tensor | None = None) -> dict[str, Any]:
+    """Add ``equal_recall_bias`` of (logits, labels), or with ``groups`` ``worst_group_bias``, to ``head``'s bias
+    in place, so the checkpoint the classifier saves carries it; returns the biases and the recalls before and
+    after per class name (with groups also the worst group's accuracy before and after)."""
+    bias = equal_recall_bias(logits, labels) if groups is None else worst_group_bias(logits, labels, groups)
+    classes = labels.unique()
+    predicted_before, predicted_after = logits.argmax(dim=1), (logits + bias.double()).argmax(dim=1)
     with torch.no_grad():
         head.bias += bias.to(head.bias.device, head.bias.dtype)
     names = [classifier.class_names[int(label)] for label in classes]
-    return {"bias": dict(zip(classifier.class_names, bias.tolist())),
-            "recall_before": dict(zip(names, before.tolist())), "recall_after": dict(zip(names, after.tolist()))}
+    details: dict[str, Any] = {
+        "bias": dict(zip(classifier.class_names, bias.tolist())),
+        "recall_before": dict(zip(names, class_recalls(predicted_before, labels, classes).tolist())),
+        "recall_after": dict(zip(names, class_recalls(predicted_after, labels, classes).tolist()))}
+    if groups is not None:
+        details["worst_group_before"] = min(group_accuracies(predicted_before, labels, groups).values())
+        details["worst_group_after"] = min(group_accuracies(predicted_after, labels, groups).values())
+    return details
