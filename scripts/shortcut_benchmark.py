@@ -66,7 +66,7 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--balance-target", "validation"]
+        "--balance-target", "validation", "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
 # eleventh session on
 FALLBACK_LOOP = [*LOOP, "--spread-lead", "0.3"]
@@ -95,6 +95,9 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the class-bias balance fitted on the best worst group of the validation images with each confirmed cue pasted
     # and erased, not on equal recalls of the validation split as it is (nineteenth session)
     ("adversarial-cue-views", "adversarial", [*LOOP, "--balance-target", "cue-views"]),
+    # after the first round that keeps something the learning rate's decay starts again from its peak (nineteenth
+    # session)
+    ("adversarial-lr-restart", "adversarial", [*LOOP, "--lr-restart"]),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

@@ -162,6 +162,24 @@ def test_a_retry_that_confirms_nothing_on_its_grid_falls_back_to_the_other(butto
     assert given == [(retry, False)]
 
 
+def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_data, button_model, monkeypatch):
+    """``start_step`` returns True (``fit`` restarts the decay) after a round that kept something, with
+    ``lr_restart``; a round that kept nothing, a step without a round, and the loop without it return False."""
+    _, test, _ = button_data
+    images, labels = test.images[:6], test.labels[:6]
+    harvests = iter([adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
+                                         torch.empty(0, dtype=torch.long)),
+                     adversarial.Harvest(images[:2], labels[:2], {"button": 2}, adversarial.CueBank.empty(images),
+                                         torch.zeros(2, dtype=torch.long))] * 2)
+    monkeypatch.setattr(adversarial, "collect_adversarial", lambda *args, **kwargs: next(harvests))
+    options = dict(attacks=("button",), fraction=1.0, warmup_epochs=0, refresh=1, rounds=1, fallback_grid=False)
+    loop = AdversarialAugment(images, labels, lr_restart=True, **options)
+    assert [loop.start_step(progress, button_model) for progress in (0.0, 0.5, 1.0, 1.5)] == [False, False, True,
+                                                                                               False]
+    plain = AdversarialAugment(images, labels, **options)
+    assert not any(plain.start_step(progress, button_model) for progress in (0.0, 1.0))
+
+
 def test_attack_options_reach_the_attacks(button_data, button_model):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,

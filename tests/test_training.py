@@ -138,6 +138,34 @@ def test_warmup_then_cosine_and_early_stopping(tiny):
     assert result.best_val_accuracy == 1.0
 
 
+class _RestartFrom(_InterruptAfter):
+    """Asks for the learning rate's restart at every step from epoch 1 on (only the first ask counts)."""
+
+    def start_step(self, progress, classifier):
+        super().start_step(progress, classifier)
+        return progress >= 1.0
+
+
+def test_a_transform_restarts_the_decay_once_and_a_resume_keeps_the_restart(tiny, tmp_path):
+    train, val = tiny
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, warmup_epochs=0.0, schedule="cosine", seed=0)
+    plain = fit(_model(train.class_names), train.images, train.labels, config).history
+    reference = _model(train.class_names)
+    history = fit(reference, train.images, train.labels, config, out_dir=tmp_path / "whole",
+                  transform=_RestartFrom(None)).history
+    assert plain[1]["lr"] == pytest.approx(0.25e-3)  # 8 of 12 cosine steps done
+    assert history[0]["lr"] == plain[0]["lr"]
+    assert history[1]["lr"] == pytest.approx(0.5e-3)  # 4 of the 8 steps after the restart at step 4
+    assert history[2]["lr"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(KeyboardInterrupt):  # stopped in epoch 3, after the restart
+        fit(_model(train.class_names), train.images, train.labels, config, out_dir=tmp_path / "cut",
+            transform=_RestartFrom(9))
+    resumed = _model(train.class_names)
+    fit(resumed, train.images, train.labels, config, out_dir=tmp_path / "cut", resume=True,
+        transform=_RestartFrom(None))
+    _assert_same(_weights(reference), _weights(resumed))
+
+
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_keep_chooses_the_weights_the_fit_ends_with(tiny, tmp_path, keep):
     """Epoch 1 is the best validation epoch (100% on these images), so "best" and "last" differ."""

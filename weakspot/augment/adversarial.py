@@ -134,6 +134,10 @@ DEFAULT_FALLBACK_GRID = True
 BALANCE_TARGETS = ("validation", "cue-views")
 DEFAULT_BALANCE_TARGET = "validation"
 VIEW_CHUNK = 256  # validation images edited and predicted at a time
+# Whether the learning rate's decay starts again from the peak after the first round that keeps something: the
+# cosine schedule leaves a round at 1.5 epochs (of 3) 65% of the peak rate and a retry at 2.5 epochs 10%, so a cue
+# confirmed late has little left to undo it with.
+DEFAULT_LR_RESTART = False
 
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
     "superpixel": {"n_segments": 12, "fills": ("median",), "margin": 0.5},
@@ -618,7 +622,8 @@ class AdversarialAugment:
                  spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(),
                  guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, alternate_grids: bool = DEFAULT_ALTERNATE_GRIDS,
                  fallback_grid: bool = DEFAULT_FALLBACK_GRID,
-                 balance_target: str = DEFAULT_BALANCE_TARGET, seed: int = 0) -> None:
+                 balance_target: str = DEFAULT_BALANCE_TARGET, lr_restart: bool = DEFAULT_LR_RESTART,
+                 seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -645,7 +650,7 @@ class AdversarialAugment:
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase, self.zone, self.guidance_shift = spread_erase, zone, guidance_shift
         self.alternate_grids, self.fallback_grid = alternate_grids, fallback_grid
-        self.balance_target = balance_target
+        self.balance_target, self.lr_restart = balance_target, lr_restart
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -704,16 +709,18 @@ class AdversarialAugment:
         collect_adversarial(classifier, self.images[:images], predicted.cpu(), self.attacks, self.budget,
                             self.attack_options, guidance_shift=self.guidance_shift)
 
-    def start_step(self, progress: float, classifier: Classifier) -> None:
-        """Attack a fresh sample of the training images with the current model when a round is due."""
+    def start_step(self, progress: float, classifier: Classifier) -> bool:
+        """Attack a fresh sample of the training images with the current model when a round is due; True asks
+        ``fit`` to start the learning rate's decay again (``lr_restart``, after a round that kept something)."""
         index = self.due_round(progress)
         if index is not None:
             self.run_round(classifier, index, progress)
-            return
+            return self.lr_restart and bool(len(self.pool_labels))
         if self.conflict_refresh and progress >= self.conflicts_found_at + self.conflict_refresh - 1e-9:
             self.refresh_conflicts(classifier, progress)
         if self.pool_check and progress >= self.pool_checked_at + self.pool_check - 1e-9:
             self.check_pool(classifier, progress)
+        return False
 
     def run_round(self, classifier: Classifier, index: int, progress: float) -> None:
         """Round ``index``: attack its seeded sample of the training images with ``classifier``; the pool and

@@ -60,6 +60,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (BALANCE_TARGETS, CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS,
                                               DEFAULT_ATTACKS, DEFAULT_BALANCE_TARGET, DEFAULT_BUDGET,
                                               DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID, DEFAULT_FRACTION, DEFAULT_GATE,
+                                              DEFAULT_LR_RESTART,
                                               DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
                                               DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
@@ -179,6 +180,10 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              "class recalls on the validation split as it is; 'cue-views', the best worst group over "
                              "the validation images with each confirmed cue's zone pasted and erased (default "
                              f"{DEFAULT_BALANCE_TARGET})")
+    parser.add_argument("--lr-restart", action=argparse.BooleanOptionalAction, default=DEFAULT_LR_RESTART,
+                        help="adversarial: after the first round that keeps something the learning rate's decay "
+                             "starts again from its peak over the rest of the run, so a cue confirmed late still has "
+                             f"the steps to be unlearnt (default {'on' if DEFAULT_LR_RESTART else 'off'})")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -214,7 +219,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
                 "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
-                "fallback_grid": args.fallback_grid, "balance_target": args.balance_target, "seed": args.seed,
+                "fallback_grid": args.fallback_grid, "balance_target": args.balance_target,
+                "lr_restart": args.lr_restart, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 

@@ -45,7 +45,8 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.
 """(images, labels, classifier) -> (images, labels) to train on: see ``weakspot.augment.baselines``. If the
 object also has ``start_step(progress, classifier)``, ``fit`` calls it before every step with the epochs of
 training done so far (epoch + share of its steps; model in eval mode, after a resume's RNG restore): the
-place to refresh a pool of examples per round, also in the middle of an epoch."""
+place to refresh a pool of examples per round, also in the middle of an epoch. When it returns True the
+learning rate's decay starts again from the peak at that step (once per fit: ``LearningRateFactor``)."""
 
 
 class BatchObjective(Protocol):
@@ -125,16 +126,30 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
 
-def _lr_factor(warmup_steps: int, total_steps: int, schedule: str) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+class LearningRateFactor:
+    """The learning rate's factor at a step: linear warm-up, then constant or cosine decay to 0 at the last
+    step. ``restart`` (once) starts the decay again from the peak at the current step, over the steps left.
+    A callable object, not a function, so the scheduler's state (``LambdaLR.state_dict`` keeps its attributes)
+    carries the restart through a checkpoint and ``resume`` continues it."""
 
-    return factor
+    def __init__(self, warmup_steps: int, total_steps: int, schedule: str) -> None:
+        self.warmup_steps, self.total_steps, self.schedule = warmup_steps, total_steps, schedule
+        self.restart_step: int | None = None
+
+    def restart(self, step: int) -> None:
+        """Decay from the peak again from ``step`` on; only the first call counts (a resumed run's repeated round
+        asks again)."""
+        if self.restart_step is None:
+            self.restart_step = step
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        start = self.warmup_steps if self.restart_step is None else self.restart_step
+        progress = (step - start) / max(1, self.total_steps - start)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _epoch_batches(count: int, config: TrainConfig, epoch: int, rank: int, world: int,
@@ -246,7 +261,8 @@ class _Trainer:
         self.steps_per_epoch = math.ceil(count / config.batch_size)
         total = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(warmup, total, config.schedule))
+        self.lr_factor = LearningRateFactor(warmup, total, config.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> tuple[float, int, int]:
@@ -280,6 +296,12 @@ class _Trainer:
             self.objective.load_state(state["objective"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+    def restart_schedule(self) -> None:
+        """The learning rate's decay starts again from the peak at the next step (``LearningRateFactor``)."""
+        self.lr_factor.restart(self.scheduler.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * self.lr_factor(self.scheduler.last_epoch)
 
     def sync_buffers(self) -> None:
         """BatchNorm running statistics drift per rank (each normalises its own shard): take rank 0's, so
@@ -397,7 +419,8 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
                     if hasattr(transform, "start_step"):
                         hook_started = time.perf_counter()
                         classifier.net.eval()
-                        transform.start_step(epoch + (step - 1) / len(batches), classifier)
+                        if transform.start_step(epoch + (step - 1) / len(batches), classifier):
+                            trainer.restart_schedule()
                         classifier.net.train()
                         hook_seconds += time.perf_counter() - hook_started
                     batch_loss, batch_correct, batch_seen = trainer.step(batch, labels[index], index)
