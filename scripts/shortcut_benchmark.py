@@ -66,7 +66,7 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--balance-target", "validation", "--no-lr-restart"]
+        "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
 # eleventh session on
 FALLBACK_LOOP = [*LOOP, "--spread-lead", "0.3"]
@@ -92,9 +92,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the default under the name its runs of the eighteenth session had: the full spread on top of the fallback grid
     ("adversarial-fallback-lead-off", "adversarial", LOOP),
-    # the class-bias balance fitted on the best worst group of the validation images with each confirmed cue pasted
-    # and erased, not on equal recalls of the validation split as it is (nineteenth session)
-    ("adversarial-cue-views", "adversarial", [*LOOP, "--balance-target", "cue-views"]),
     # after the first round that keeps something the learning rate's decay starts again from its peak (nineteenth
     # session)
     ("adversarial-lr-restart", "adversarial", [*LOOP, "--lr-restart"]),

@@ -343,41 +343,6 @@ def test_swap_erase_puts_in_the_zone_of_a_batch_image_of_another_class():
     assert not torch.isin(inside, class_zero_values).any()
 
 
-def test_balance_views_paste_and_erase_each_class_cue_on_every_validation_image():
-    """Every validation image gets each cue class's zone pasted from one of its donors and erased with the zone
-    of an image of another class, outside the zone unchanged, one group per (label, cue class, pasted or
-    erased); the loop gives them to the balance only with "cue-views" and a bank."""
-    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
-    masks[:, 2:4, 2:4] = True
-    bank = adversarial.CueBank(torch.stack([torch.full((3, 8, 8), value) for value in (0.9, 0.8, 0.7)]), masks,
-                               torch.tensor([1, 1, 0]), ("median",) * 3)
-    images = torch.arange(10, dtype=torch.float32).div(100).view(10, 1, 1, 1).expand(10, 3, 8, 8).clone()
-    labels = torch.tensor([0, 1] * 5)
-    chunks = list(bank.views(images, labels, torch.Generator().manual_seed(0), chunk=4))
-    views, view_labels, groups = (torch.cat(parts) for parts in zip(*chunks))
-    assert len(views) == 2 * 2 * 10 and groups.unique().tolist() == list(range(8))
-    for group in range(8):
-        label, cue_class, pasted = group // 4, group // 2 % 2, group % 2
-        members = groups == group
-        assert (view_labels[members] == label).all() and int(members.sum()) == 5
-        inside = views[members][:, 0][:, bank.zone_of[cue_class]]
-        if pasted:
-            expected = torch.tensor([0.9, 0.8] if cue_class == 1 else [0.7])
-        else:  # the zone of an image of another class than the cue's
-            expected = images[labels != cue_class, 0, 0, 0]
-        assert torch.isin(inside, expected).all()
-        zone = bank.zone_of[cue_class]
-        assert torch.equal(views[members][:, :, ~zone], images[labels == label][:, :, ~zone])
-    loop = AdversarialAugment(images, labels, balance_target="cue-views")
-    assert loop.balance_views(images, labels) is None  # no bank yet: the plain balance
-    loop.cues = bank
-    assert len(list(loop.balance_views(images, labels))) == 2 * 2  # cue classes x edits, one chunk each
-    loop.balance_target = "validation"
-    assert loop.balance_views(images, labels) is None
-    with pytest.raises(WeakspotError, match="balance target"):
-        AdversarialAugment(images, labels, balance_target="test")
-
-
 def test_zone_rules_share_of_the_cues_or_of_the_most_covered_pixel():
     """With few cues a share of the cues admits every stray patch; a share of the peak cover keeps where the cues
     agree. Growth widens the zone by that share of the side; the bank's zones follow its rule."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,13 +127,6 @@ DEFAULT_ALTERNATE_GRIDS = False
 # session (2026-12-05), by a rule written before its runs and judged on the tuning runs it changes: button seeds 2
 # and 4 back to 67.9% and 64.4% worst group from the alternate grids' 62.0% and 61.4% (docs/results.md).
 DEFAULT_FALLBACK_GRID = True
-# What the class-bias balance that ends a loop run (``weakspot.training.calibration``) fits on: "validation", the
-# validation split as it is (equal class recalls), or "cue-views", the spread's edits of it (``CueBank.views``:
-# the worst of each class with and without each confirmed cue). The validation split is drawn like the training
-# split and carries the shortcut, so equal recalls there lean a class towards the other where the cue is absent.
-BALANCE_TARGETS = ("validation", "cue-views")
-DEFAULT_BALANCE_TARGET = "validation"
-VIEW_CHUNK = 256  # validation images edited and predicted at a time
 # Whether the learning rate's decay starts again from the peak after the first round that keeps something: the
 # cosine schedule leaves a round at 1.5 epochs (of 3) 65% of the peak rate and a retry at 2.5 epochs 10%, so a cue
 # confirmed late has little left to undo it with.
@@ -336,27 +329,6 @@ class CueBank:
                 sources[rows.to(sources.device)] = images[donors.to(images.device)]
                 swapped[rows] = True
         return swapped
-
-    def views(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-              chunk: int = VIEW_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The spread's two edits of every image for each class the bank has cues of: the class's zone pasted from
-        a random donor of its cues, and erased with the zone of a random image of another class (``swap``), in
-        chunks of ``chunk`` images: (views, labels, groups), a group per (label, cue class, pasted or erased).
-        Each class with and without each cue, as a test without the shortcut holds them, told apart with no
-        group labels (``AdversarialAugment.balance_views``)."""
-        cue_classes = self.labels.unique().tolist()
-        for index, cue_class in enumerate(cue_classes):
-            donors = torch.nonzero(self.labels == cue_class).flatten()
-            others = torch.nonzero(labels.cpu() != cue_class).flatten()
-            for start in range(0, len(images), chunk):
-                targets, target_labels = images[start:start + chunk], labels[start:start + chunk].cpu()
-                masks = self.zone_of[cue_class].expand(len(targets), -1, -1).to(targets.device)
-                sources = {1: self.images[donors[torch.randint(len(donors), (len(targets),), generator=generator)]]}
-                if len(others):
-                    sources[0] = images[others[torch.randint(len(others), (len(targets),), generator=generator)]]
-                for pasted, source in sources.items():
-                    yield (apply_masks(targets, masks, source.to(targets.device)), target_labels,
-                           (target_labels * len(cue_classes) + index) * 2 + pasted)
 
 
 # A training image conflicts with a confirmed cue of class c when it is of class c and does not hold the cue, or
@@ -622,8 +594,7 @@ class AdversarialAugment:
                  spread_lead: float | None = DEFAULT_SPREAD_LEAD, zone: ZoneRule = ZoneRule(),
                  guidance_shift: bool = DEFAULT_GUIDANCE_SHIFT, alternate_grids: bool = DEFAULT_ALTERNATE_GRIDS,
                  fallback_grid: bool = DEFAULT_FALLBACK_GRID,
-                 balance_target: str = DEFAULT_BALANCE_TARGET, lr_restart: bool = DEFAULT_LR_RESTART,
-                 seed: int = 0) -> None:
+                 lr_restart: bool = DEFAULT_LR_RESTART, seed: int = 0) -> None:
         if not attacks:
             raise WeakspotError("the adversarial loop needs at least one attack")
         if spread is None:  # the bank comes from the transplants: without them there is nothing to spread
@@ -638,8 +609,6 @@ class AdversarialAugment:
                                 "and a conflict refresh, a pool check and a spread lead > 0 are required")
         if spread_erase not in SPREAD_ERASES:
             raise WeakspotError(f"adversarial loop: spread erase must be one of {', '.join(SPREAD_ERASES)}")
-        if balance_target not in BALANCE_TARGETS:
-            raise WeakspotError(f"adversarial loop: balance target must be one of {', '.join(BALANCE_TARGETS)}")
         if spread and not transplant:
             raise WeakspotError("adversarial loop: spread draws from the transplanted cues; it needs transplant")
         self.images, self.labels = images, labels
@@ -650,7 +619,7 @@ class AdversarialAugment:
         self.transplant, self.cues_only, self.spread = transplant, cues_only, spread
         self.spread_erase, self.zone, self.guidance_shift = spread_erase, zone, guidance_shift
         self.alternate_grids, self.fallback_grid = alternate_grids, fallback_grid
-        self.balance_target, self.lr_restart = balance_target, lr_restart
+        self.lr_restart = lr_restart
         self.round_spread = spread  # the spread after the latest round (``spread_lead``)
         self.gate = gate if transplant else None  # the test pastes the transplanted cues
         self.spread_lead = spread_lead if self.gate is not None else None  # no test, no lead to scale by
@@ -678,15 +647,6 @@ class AdversarialAugment:
         one of the rounds kept something, whose pool and spread moved what the stream shows each class. A loop
         that kept nothing trained as ERM and keeps ERM's model."""
         return any(sum(entry.fooled.values()) for entry in self.history)
-
-    def balance_views(self, images: torch.Tensor, labels: torch.Tensor
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
-        """What the class-bias balance fits on (``balance_target``): with "cue-views" and a bank, the spread's
-        edits of the validation images (``CueBank.views``, seeded by the loop's seed), whose worst group the
-        balance raises; None: the validation images as they are, whose class recalls it equalises."""
-        if self.balance_target != "cue-views" or not len(self.cues):
-            return None
-        return self.cues.views(images, labels, torch.Generator().manual_seed(self.seed))
 
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is scheduled at ``warmup_epochs +

@@ -6,12 +6,13 @@ Why: the adversarial loop changes what the stream shows each class (cue-conflict
 zones), and its model can end leaning towards one class as a whole, not only on the cue (sticker seed 4, a tuning
 run: clean-test females 57% right, males 86%). One constant per class, fitted on the validation split's class
 labels (no group labels), moves only that balance. On the loop's ten tuning runs it raised the mean worst group
-from 55.1% to 57.3% at a clean-test accuracy 0.1 lower (docs/results.md, tenth session).
+from 55.1% to 57.3% at a clean-test accuracy 0.1 lower (docs/results.md, tenth session). ``worst_group_bias``,
+told the groups, gives the best any such shift can do (``scripts/recall_balance_probe.py --best-shift``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,47 +83,22 @@ def group_accuracies(predicted: torch.Tensor, labels: torch.Tensor, groups: torc
 
 
 def balance_recall(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head (``shift_head``)."""
+    """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head in place, so the
+    checkpoint it saves carries it; returns the biases and the recalls before and after, per class name."""
     head = linear_head(classifier, "recall balance")
-    return shift_head(classifier, head, image_logits(classifier, images), labels.cpu())
-
-
-def balance_worst_group(classifier: Classifier,
-                        views: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """Fit ``worst_group_bias`` on ``views``, chunks of (images, labels, groups: one integer per image), and add
-    it to the classifier's head (``shift_head``); chunks, so that many edited copies of a split need not be held
-    at once."""
-    head = linear_head(classifier, "recall balance")
-    logits, labels, groups = [], [], []
-    for chunk_images, chunk_labels, chunk_groups in views:
-        logits.append(image_logits(classifier, chunk_images))
-        labels.append(chunk_labels.cpu())
-        groups.append(chunk_groups.cpu())
-    return shift_head(classifier, head, torch.cat(logits), torch.cat(labels), torch.cat(groups))
+    logits, labels = image_logits(classifier, images), labels.cpu()
+    bias = equal_recall_bias(logits, labels)
+    classes = labels.unique()
+    before = class_recalls(logits.argmax(dim=1), labels, classes)
+    after = class_recalls((logits + bias.double()).argmax(dim=1), labels, classes)
+    with torch.no_grad():
+        head.bias += bias.to(head.bias.device, head.bias.dtype)
+    names = [classifier.class_names[int(label)] for label in classes]
+    return {"bias": dict(zip(classifier.class_names, bias.tolist())),
+            "recall_before": dict(zip(names, before.tolist())), "recall_after": dict(zip(names, after.tolist()))}
 
 
 def image_logits(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
     """The classifier's logits of ``images`` up to a constant per image (which moves no argmax), on the CPU."""
     with torch.inference_mode():
         return classifier.predict_proba(images).cpu().double().clamp_min(1e-12).log()
-
-
-def shift_head(classifier: Classifier, head: torch.nn.Linear, logits: torch.Tensor, labels: torch.Tensor,
-               groups: torch.Tensor | None = None) -> dict[str, Any]:
-    """Add ``equal_recall_bias`` of (logits, labels), or with ``groups`` ``worst_group_bias``, to ``head``'s bias
-    in place, so the checkpoint the classifier saves carries it; returns the biases and the recalls before and
-    after per class name (with groups also the worst group's accuracy before and after)."""
-    bias = equal_recall_bias(logits, labels) if groups is None else worst_group_bias(logits, labels, groups)
-    classes = labels.unique()
-    predicted_before, predicted_after = logits.argmax(dim=1), (logits + bias.double()).argmax(dim=1)
-    with torch.no_grad():
-        head.bias += bias.to(head.bias.device, head.bias.dtype)
-    names = [classifier.class_names[int(label)] for label in classes]
-    details: dict[str, Any] = {
-        "bias": dict(zip(classifier.class_names, bias.tolist())),
-        "recall_before": dict(zip(names, class_recalls(predicted_before, labels, classes).tolist())),
-        "recall_after": dict(zip(names, class_recalls(predicted_after, labels, classes).tolist()))}
-    if groups is not None:
-        details["worst_group_before"] = min(group_accuracies(predicted_before, labels, groups).values())
-        details["worst_group_after"] = min(group_accuracies(predicted_after, labels, groups).values())
-    return details

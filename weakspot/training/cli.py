@@ -57,10 +57,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (BALANCE_TARGETS, CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS,
-                                              DEFAULT_ATTACKS, DEFAULT_BALANCE_TARGET, DEFAULT_BUDGET,
-                                              DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID, DEFAULT_FRACTION, DEFAULT_GATE,
-                                              DEFAULT_LR_RESTART,
+    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
+                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID,
+                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_LR_RESTART,
                                               DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
                                               DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
@@ -175,11 +174,6 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                         help="adversarial: a round after the first that confirms nothing on its guidance grid "
                              "explains its images again on the other grid (regular or shifted) and keeps what that "
                              f"finds (default {'on' if DEFAULT_FALLBACK_GRID else 'off'})")
-    parser.add_argument("--balance-target", default=DEFAULT_BALANCE_TARGET, choices=BALANCE_TARGETS,
-                        help="adversarial: what the class-bias balance (--balance-recall) fits on: 'validation', equal "
-                             "class recalls on the validation split as it is; 'cue-views', the best worst group over "
-                             "the validation images with each confirmed cue's zone pasted and erased (default "
-                             f"{DEFAULT_BALANCE_TARGET})")
     parser.add_argument("--lr-restart", action=argparse.BooleanOptionalAction, default=DEFAULT_LR_RESTART,
                         help="adversarial: after the first round that keeps something the learning rate's decay "
                              "starts again from its peak over the rest of the run, so a cue confirmed late still has "
@@ -219,8 +213,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
                 "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
-                "fallback_grid": args.fallback_grid, "balance_target": args.balance_target,
-                "lr_restart": args.lr_restart, "seed": args.seed,
+                "fallback_grid": args.fallback_grid, "lr_restart": args.lr_restart, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 

@@ -347,8 +347,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     batch's mean loss (``BatchObjective``); it reads the batch's training rows, so it takes no ``transform``.
 
     ``balance_recall`` ends the fit with the class-bias balance on the validation data
-    (``weakspot.training.calibration``: the kept weights' head shifted so the class recalls are equal, or, when
-    the transform's ``balance_views`` gives edited views of the validation data, so their worst group is best);
+    (``weakspot.training.calibration``: the kept weights' head shifted so the class recalls are equal);
     None leaves it to the transform's ``balances_recall`` after training (the adversarial loop's: on when
     one of its rounds kept something) when there is validation data, so a Python caller gets what
     ``weakspot finetune`` does (which, unlike ``fit``, refuses a loop run without a validation split).
@@ -465,9 +464,7 @@ def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, conf
     recall_balance = None
     if balance_recall or (balance_recall is None and has_val and getattr(transform, "balances_recall", False)):
         started = time.perf_counter()
-        views = getattr(transform, "balance_views", lambda images, labels: None)(val_images, val_labels)
-        recall_balance = (calibration.balance_recall(classifier, val_images, val_labels) if views is None
-                          else calibration.balance_worst_group(classifier, views))
+        recall_balance = calibration.balance_recall(classifier, val_images, val_labels)
         recall_balance["seconds"] = time.perf_counter() - started
         if out is not None and is_main:
             classifier.save(out / BALANCED_CHECKPOINT, meta={**run_meta, "recall_balance": recall_balance})
