@@ -66,10 +66,12 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--no-lr-restart"]
+        "--lr-restart"]
+# the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
+FALLBACK_LEAD_OFF_LOOP = [*LOOP, "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
 # eleventh session on
-FALLBACK_LOOP = [*LOOP, "--spread-lead", "0.3"]
+FALLBACK_LOOP = [*FALLBACK_LEAD_OFF_LOOP, "--spread-lead", "0.3"]
 # the default of the fifteenth session (2026-12-05) until the seventeenth's
 ZONE_PEAK_LOOP = [*FALLBACK_LOOP, *ONE_GRID]
 # the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
@@ -90,11 +92,11 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
-    # the default under the name its runs of the eighteenth session had: the full spread on top of the fallback grid
-    ("adversarial-fallback-lead-off", "adversarial", LOOP),
-    # after the first round that keeps something the learning rate's decay starts again from its peak (nineteenth
-    # session)
-    ("adversarial-lr-restart", "adversarial", [*LOOP, "--lr-restart"]),
+    # the eighteenth session's default: the full spread on top of the fallback grid
+    ("adversarial-fallback-lead-off", "adversarial", FALLBACK_LEAD_OFF_LOOP),
+    # the default under the name its runs of the nineteenth session had: after the first round that keeps something
+    # the learning rate's decay starts again from its peak
+    ("adversarial-lr-restart", "adversarial", LOOP),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

@@ -176,7 +176,7 @@ def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_
     loop = AdversarialAugment(images, labels, lr_restart=True, **options)
     assert [loop.start_step(progress, button_model) for progress in (0.0, 0.5, 1.0, 1.5)] == [False, False, True,
                                                                                                False]
-    plain = AdversarialAugment(images, labels, **options)
+    plain = AdversarialAugment(images, labels, lr_restart=False, **options)
     assert not any(plain.start_step(progress, button_model) for progress in (0.0, 1.0))
 
 
