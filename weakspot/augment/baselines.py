@@ -14,7 +14,8 @@ global RNG (``fit`` saves its state in every checkpoint), and evaluate the model
 A method that needs a whole dataset per round (the adversarial loop: attack the training images, keep what
 fooled the model with its true label) has two ways in: give the transform a ``start_step(progress,
 classifier)`` method, which ``fit`` calls before every step with the epochs done so far (model in eval
-mode; after a resume too), to refresh its pool, and let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
+mode; after a resume too; returning True restarts the learning rate's decay once), to refresh its pool, and
+let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
 / ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial" is
 ``weakspot.augment.adversarial.AdversarialAugment`` (the first way), or with ``restart`` the staged
 ``weakspot.augment.restart.AdversarialRestart``. The published methods that train in
