@@ -65,6 +65,12 @@ def image_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def add_switch(parser: argparse.ArgumentParser, flag: str, default: bool, help: str) -> None:
+    """A ``--flag`` / ``--no-flag`` option whose help ends with its default, so the text cannot drift from it."""
+    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                        help=f"{help} (default {'on' if default else 'off'})")
+
+
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 

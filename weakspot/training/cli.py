@@ -67,7 +67,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                                               ZONE_LEAST, ZONE_SHARE)
     from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
     from weakspot.augment.oracles import GROUPDRO_STEP
-    from weakspot.arguments import comma_list, off_or_number, positive_int
+    from weakspot.arguments import add_switch, comma_list, off_or_number, positive_int
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
@@ -133,9 +133,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accumulate-conflicts", action=argparse.BooleanOptionalAction, default=False,
                         help="adversarial: with --conflict-refresh, keep the conflicting images found earlier "
                              "beside the current model's (default: replace them)")
-    parser.add_argument("--agreements", action=argparse.BooleanOptionalAction, default=False,
-                        help="adversarial: add with each class's conflicting images as many of its other training "
-                             "images, so the pool's natural images hold the cue as often as not (default off)")
+    add_switch(parser, "--agreements", False,
+               "adversarial: add with each class's conflicting images as many of its other training images, so the "
+               "pool's natural images hold the cue as often as not")
     parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"),
                         default=DEFAULT_POOL_CHECK, metavar="EPOCHS",
                         help="adversarial: measure how the model reads the round's cues every EPOCHS after the "
@@ -162,22 +162,19 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
                              f"many as cover the most covered pixel, if fewer; default {ZONE_LEAST})")
     parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
                         help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
-    parser.add_argument("--guidance-shift", action=argparse.BooleanOptionalAction, default=DEFAULT_GUIDANCE_SHIFT,
-                        help="adversarial: the round's box attacks explain each image on its own grid, shifted by a "
-                             "random share of a cell, so a cue on a line of the regular grid is not missed on every "
-                             f"image (default {'on' if DEFAULT_GUIDANCE_SHIFT else 'off'})")
-    parser.add_argument("--alternate-grids", action=argparse.BooleanOptionalAction, default=DEFAULT_ALTERNATE_GRIDS,
-                        help="adversarial: each round explains on the other guidance grid than the round before "
-                             "(regular, shifted, ...), so a retry after a round that confirmed nothing does not miss "
-                             f"a cue the grid splits again (default {'on' if DEFAULT_ALTERNATE_GRIDS else 'off'})")
-    parser.add_argument("--fallback-grid", action=argparse.BooleanOptionalAction, default=DEFAULT_FALLBACK_GRID,
-                        help="adversarial: a round after the first that confirms nothing on its guidance grid "
-                             "explains its images again on the other grid (regular or shifted) and keeps what that "
-                             f"finds (default {'on' if DEFAULT_FALLBACK_GRID else 'off'})")
-    parser.add_argument("--lr-restart", action=argparse.BooleanOptionalAction, default=DEFAULT_LR_RESTART,
-                        help="adversarial: after the first round that keeps something the learning rate's decay "
-                             "starts again from its peak over the rest of the run, so a cue confirmed late still has "
-                             f"the steps to be unlearnt (default {'on' if DEFAULT_LR_RESTART else 'off'})")
+    add_switch(parser, "--guidance-shift", DEFAULT_GUIDANCE_SHIFT,
+               "adversarial: the round's box attacks explain each image on its own grid, shifted by a random share "
+               "of a cell, so a cue on a line of the regular grid is not missed on every image")
+    add_switch(parser, "--alternate-grids", DEFAULT_ALTERNATE_GRIDS,
+               "adversarial: each round explains on the other guidance grid than the round before (regular, "
+               "shifted, ...), so a retry after a round that confirmed nothing does not miss a cue the grid splits "
+               "again")
+    add_switch(parser, "--fallback-grid", DEFAULT_FALLBACK_GRID,
+               "adversarial: a round after the first that confirms nothing on its guidance grid explains its images "
+               "again on the other grid (regular or shifted) and keeps what that finds")
+    add_switch(parser, "--lr-restart", DEFAULT_LR_RESTART,
+               "adversarial: after the first round that keeps something the learning rate's decay starts again from "
+               "its peak over the rest of the run, so a cue confirmed late still has the steps to be unlearnt")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
