@@ -66,7 +66,7 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--lr-restart"]
+        "--lr-restart", "--no-gate-retest"]
 # the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
 FALLBACK_LEAD_OFF_LOOP = [*LOOP, "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
@@ -97,6 +97,9 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the default under the name its runs of the nineteenth session had: after the first round that keeps something
     # the learning rate's decay starts again from its peak
     ("adversarial-lr-restart", "adversarial", LOOP),
+    # a class that passed the dependence test by less than twice the gate tested again on a second sample (twentieth
+    # session)
+    ("adversarial-gate-retest", "adversarial", [*LOOP, "--gate-retest"]),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

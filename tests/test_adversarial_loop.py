@@ -135,9 +135,9 @@ def test_a_retry_that_confirms_nothing_on_its_grid_falls_back_to_the_other(butto
     images, labels = test.images[:6], test.labels[:6]
     given = []
     nothing = adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
-                                  torch.empty(0, dtype=torch.long))
+                                  torch.empty(0, dtype=torch.long), labels[:0])
     found = adversarial.Harvest(images[:2], labels[:2], {"button": 2}, adversarial.CueBank.empty(images),
-                                torch.zeros(2, dtype=torch.long))
+                                torch.zeros(2, dtype=torch.long), labels[:2])
 
     def regular_grid_finds_nothing(*args, **kwargs):
         given.append((kwargs["seed"], kwargs["guidance_shift"]))
@@ -168,9 +168,9 @@ def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_
     _, test, _ = button_data
     images, labels = test.images[:6], test.labels[:6]
     harvests = iter([adversarial.Harvest(images[:0], labels[:0], {}, adversarial.CueBank.empty(images),
-                                         torch.empty(0, dtype=torch.long)),
+                                         torch.empty(0, dtype=torch.long), labels[:0]),
                      adversarial.Harvest(images[:2], labels[:2], {"button": 2}, adversarial.CueBank.empty(images),
-                                         torch.zeros(2, dtype=torch.long))] * 2)
+                                         torch.zeros(2, dtype=torch.long), labels[:2])] * 2)
     monkeypatch.setattr(adversarial, "collect_adversarial", lambda *args, **kwargs: next(harvests))
     options = dict(attacks=("button",), fraction=1.0, warmup_epochs=0, refresh=1, rounds=1, fallback_grid=False)
     loop = AdversarialAugment(images, labels, lr_restart=True, **options)
@@ -178,6 +178,50 @@ def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_
                                                                                                False]
     plain = AdversarialAugment(images, labels, lr_restart=False, **options)
     assert not any(plain.start_step(progress, button_model) for progress in (0.0, 1.0))
+
+
+def gated_harvest(images: torch.Tensor, labels: torch.Tensor, leads: dict[int, float]) -> adversarial.Harvest:
+    """A round's harvest with one cue and one transplant per class of ``leads``, each class's lead as given."""
+    classes = torch.tensor(sorted(leads), dtype=torch.long)
+    masks = torch.zeros(len(classes), *images.shape[-2:], dtype=torch.bool)
+    masks[:, :4, :4] = True
+    bank = adversarial.CueBank(images[:len(classes)], masks, classes, ("median",) * len(classes))
+    return adversarial.Harvest(images[:len(classes)], 1 - classes, {"button-transplant": len(classes)}, bank,
+                               torch.zeros(len(classes), dtype=torch.long), classes,
+                               {f"button:{label}": lead for label, lead in leads.items()})
+
+
+@pytest.mark.parametrize("first, second, kept", [({0: 0.9, 1: 0.2}, {1: 0.05}, [0]),
+                                                 ({0: 0.9, 1: 0.2}, {1: 0.12}, [0, 1]),
+                                                 ({1: 0.2}, {}, []),
+                                                 ({0: 0.4, 1: 0.35}, None, [0, 1])])
+def test_gate_retest_keeps_a_marginal_class_only_when_two_samples_average_the_gate(
+        button_data, button_model, monkeypatch, first, second, kept):
+    """With ``gate_retest`` a class that led by under twice the gate (0.15) is tested on a second sample of other
+    training images, and kept when the two leads average the gate (a class the second sample confirms nothing of
+    leads by 0 there); a round with no marginal class draws no second sample."""
+    _, test, _ = button_data
+    images, labels = test.images[:12], test.labels[:12]
+    harvests = [gated_harvest(images, labels, first), *([] if second is None else [gated_harvest(images, labels,
+                                                                                                  second)])]
+    calls = []
+
+    def collect(classifier, round_images, *args, **kwargs):
+        calls.append((round_images, kwargs["seed"]))
+        return harvests[len(calls) - 1]
+
+    monkeypatch.setattr(adversarial, "collect_adversarial", collect)
+    loop = AdversarialAugment(images, labels, fraction=0.5, warmup_epochs=0, gate=0.15, conflicts=None,
+                              gate_retest=True, seed=2)
+    loop.run_round(button_model, 0, 0.0)
+    assert len(calls) == len(harvests)
+    if second is not None:
+        first_rows = {tuple(image.flatten()[:8].tolist()) for image in calls[0][0]}
+        assert not first_rows & {tuple(image.flatten()[:8].tolist()) for image in calls[1][0]}  # other images
+        assert calls[1][1] != calls[0][1]
+    assert sorted(loop.cues.labels.tolist()) == kept and sorted(loop.pool_labels.tolist()) == sorted(1 - c for c in kept)
+    assert loop.history[0].retest_lead == (harvests[-1].gate_lead if second is not None else {})
+    assert loop.history[0].fooled["button-transplant"] == len(kept)
 
 
 def test_attack_options_reach_the_attacks(button_data, button_model):

@@ -59,7 +59,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
                                               DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID,
-                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_LR_RESTART,
+                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_GATE_RETEST,
+                                              DEFAULT_LR_RESTART,
                                               DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
                                               DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
@@ -175,6 +176,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     add_switch(parser, "--lr-restart", DEFAULT_LR_RESTART,
                "adversarial: after the first round that keeps something the learning rate's decay starts again from "
                "its peak over the rest of the run, so a cue confirmed late still has the steps to be unlearnt")
+    add_switch(parser, "--gate-retest", DEFAULT_GATE_RETEST,
+               "adversarial: a class whose cues passed the dependence test by less than twice the gate is tested "
+               "again on a second sample of training images, and kept only when the two leads average the gate")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -210,7 +214,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
                 "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
-                "fallback_grid": args.fallback_grid, "lr_restart": args.lr_restart, "seed": args.seed,
+                "fallback_grid": args.fallback_grid, "lr_restart": args.lr_restart,
+                "gate_retest": args.gate_retest, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
