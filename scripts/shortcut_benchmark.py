@@ -66,9 +66,11 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--lr-restart", "--no-gate-retest"]
+        "--lr-restart", "--gate-retest"]
+# the nineteenth session's default (2026-12-05): a class that passes the dependence test is kept at once
+LR_RESTART_LOOP = [*LOOP, "--no-gate-retest"]
 # the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
-FALLBACK_LEAD_OFF_LOOP = [*LOOP, "--no-lr-restart"]
+FALLBACK_LEAD_OFF_LOOP = [*LR_RESTART_LOOP, "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
 # eleventh session on
 FALLBACK_LOOP = [*FALLBACK_LEAD_OFF_LOOP, "--spread-lead", "0.3"]
@@ -94,12 +96,12 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("adversarial", "adversarial", LOOP),
     # the eighteenth session's default: the full spread on top of the fallback grid
     ("adversarial-fallback-lead-off", "adversarial", FALLBACK_LEAD_OFF_LOOP),
-    # the default under the name its runs of the nineteenth session had: after the first round that keeps something
-    # the learning rate's decay starts again from its peak
-    ("adversarial-lr-restart", "adversarial", LOOP),
-    # a class that passed the dependence test by less than twice the gate tested again on a second sample (twentieth
-    # session)
-    ("adversarial-gate-retest", "adversarial", [*LOOP, "--gate-retest"]),
+    # the nineteenth session's default: after the first round that keeps something the learning rate's decay starts
+    # again from its peak
+    ("adversarial-lr-restart", "adversarial", LR_RESTART_LOOP),
+    # the default under the name its runs of the twentieth session had: a class that passed the dependence test by
+    # less than twice the gate is tested again on a second sample
+    ("adversarial-gate-retest", "adversarial", LOOP),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback
