@@ -219,7 +219,8 @@ def test_gate_retest_keeps_a_marginal_class_only_when_two_samples_average_the_ga
         first_rows = {tuple(image.flatten()[:8].tolist()) for image in calls[0][0]}
         assert not first_rows & {tuple(image.flatten()[:8].tolist()) for image in calls[1][0]}  # other images
         assert calls[1][1] != calls[0][1]
-    assert sorted(loop.cues.labels.tolist()) == kept and sorted(loop.pool_labels.tolist()) == sorted(1 - c for c in kept)
+    assert sorted(loop.cues.labels.tolist()) == kept
+    assert sorted(loop.pool_labels.tolist()) == sorted(1 - label for label in kept)
     assert loop.history[0].retest_lead == (harvests[-1].gate_lead if second is not None else {})
     assert loop.history[0].fooled["button-transplant"] == len(kept)
 

@@ -10,7 +10,9 @@ With ``cues_only`` (the default) a box attack's removal is kept only when its tr
 the pool holds both cue-conflicting directions in equal numbers rather than erasures of real evidence.
 A class's cues are kept only when they pass a dependence test (``confirm_cue_classes``, ``gate``): pasted
 into other images they must flip them more often than a same-size region elsewhere, so a round on a model
-that leans on no cue keeps nothing and training stays ERM's. Those confirmed cues form a ``CueBank``; with
+that leans on no cue keeps nothing and training stays ERM's; with ``gate_retest`` a class that passes by less than
+twice the gate is tested again on a second sample of training images (``AdversarialAugment.retest``), as the lead
+varies with the images a round attacks. Those confirmed cues form a ``CueBank``; with
 ``spread`` every batch's clean images also get them, at no query cost and blind to the label: the zone where
 a class's cues sit pasted from a donor, or erased (``spread_erase``: the zone of a batch image of another class,
 or the cue's fill).
@@ -525,8 +527,9 @@ class Harvest:
         wanted = torch.tensor(list(classes), dtype=torch.long)
         keep = torch.isin(self.cue_classes, wanted)
         counts = {name: int((self.sources[keep] == index).sum()) for index, name in enumerate(self.counts)}
-        return Harvest(self.images[keep], self.labels[keep], counts, self.cues.select(torch.isin(self.cues.labels, wanted)),
-                       self.sources[keep], self.cue_classes[keep], self.gate_lead)
+        bank = self.cues.select(torch.isin(self.cues.labels, wanted))
+        return Harvest(self.images[keep], self.labels[keep], counts, bank, self.sources[keep], self.cue_classes[keep],
+                       self.gate_lead)
 
 
 def collect_adversarial(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attacks: Sequence[str],
