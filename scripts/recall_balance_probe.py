@@ -25,7 +25,7 @@ import torch
 from weakspot.fileio import atomic_write_json
 from weakspot.models import load_checkpoint
 from weakspot.shortcut import CUE_GROUP
-from weakspot.training.calibration import balance_recall, group_accuracies, image_logits, worst_group_bias
+from weakspot.training.calibration import balance_recall, image_logits, worst_group_accuracy, worst_group_bias
 from weakspot.training.cli import configure_finetune, load_splits
 from weakspot.training.evaluation import evaluate_groups, group_keys
 
@@ -67,7 +67,7 @@ def best_test_shift(classifier: Any, test: Any, attributes: list[str], label_nam
     groups = torch.tensor([index[key] for key in keys])
     logits, labels = image_logits(classifier, test.images), test.labels.cpu()
     bias = worst_group_bias(logits, labels, groups)
-    worst = min(group_accuracies((logits + bias.double()).argmax(dim=1), labels, groups).values())
+    worst = float(worst_group_accuracy((logits + bias.double()).argmax(dim=1), labels, groups))
     return {"bias": dict(zip(classifier.class_names, bias.tolist())), "worst_group_accuracy": worst}
 
 

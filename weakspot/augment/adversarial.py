@@ -781,19 +781,20 @@ class AdversarialAugment:
         marginal = [label for label, lead in leads.items() if lead < 2 * self.gate]
         if not marginal:
             return harvest, {}
-        others = np.setdiff1d(np.arange(len(self.labels)), rows.numpy())
-        rng = np.random.default_rng([self.seed, index, 1])
-        second_rows = torch.from_numpy(np.sort(rng.choice(others, size=min(len(rows), len(others)), replace=False)))
+        second_rows = self.sample_rows(np.random.default_rng([self.seed, index, 1]), excluding=rows)
         second = self.harvest(classifier, second_rows, index, shifted, second_sample=True)
         second_leads = second.class_leads()
         kept = [label for label in leads
                 if label not in marginal or (leads[label] + second_leads.get(label, 0.0)) / 2 >= self.gate]
         return harvest.restrict(kept), second.gate_lead
 
-    def sample_rows(self, rng: np.random.Generator) -> torch.Tensor:
-        """Sorted rows of a seeded ``fraction`` of the training images (at least one), drawn by ``rng``."""
+    def sample_rows(self, rng: np.random.Generator, excluding: torch.Tensor | None = None) -> torch.Tensor:
+        """Sorted rows of a seeded ``fraction`` of the training images (at least one, and at most all the rows not
+        ``excluding``), drawn by ``rng`` among those rows."""
         count = max(1, int(round(self.fraction * len(self.labels))))
-        return torch.from_numpy(np.sort(rng.choice(len(self.labels), size=count, replace=False)))
+        rows = np.arange(len(self.labels)) if excluding is None else np.setdiff1d(np.arange(len(self.labels)),
+                                                                                   excluding.numpy())
+        return torch.from_numpy(np.sort(rng.choice(rows, size=min(count, len(rows)), replace=False)))
 
     def add_conflicts(self, classifier: Classifier, progress: float,
                       earlier: torch.Tensor | None = None) -> tuple[int, dict[int, float]]:

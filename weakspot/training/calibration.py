@@ -70,16 +70,14 @@ def worst_group_bias(logits: torch.Tensor, labels: torch.Tensor, groups: torch.T
                      step: float = BIAS_STEP, sweeps: int = SWEEPS) -> torch.Tensor:
     """``best_bias`` that maximises the accuracy of the worst of ``groups`` (one integer per image)."""
     labels, groups = labels.cpu(), groups.cpu()
+    return best_bias(logits, lambda predicted: worst_group_accuracy(predicted, labels, groups), span, step, sweeps)
+
+
+def worst_group_accuracy(predicted: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """The accuracy of the worst of ``groups`` (one integer per image) for predictions (..., N): one per row."""
     members = [groups == group for group in groups.unique()]
-    return best_bias(logits, lambda predicted: torch.stack(
-        [(predicted[:, member] == labels[member]).float().mean(dim=1) for member in members], dim=1).min(dim=1).values,
-        span, step, sweeps)
-
-
-def group_accuracies(predicted: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict[int, float]:
-    """Accuracy of the predictions (N) per group (N integers)."""
-    return {int(group): float((predicted[groups == group] == labels[groups == group]).float().mean())
-            for group in groups.unique()}
+    return torch.stack([(predicted[..., member] == labels[member]).float().mean(dim=-1) for member in members],
+                       dim=-1).min(dim=-1).values
 
 
 def balance_recall(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
