@@ -66,7 +66,7 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--lr-restart", "--gate-retest"]
+        "--lr-restart", "--gate-retest", "--no-retest-marginal"]
 # the nineteenth session's default (2026-12-05): a class that passes the dependence test is kept at once
 LR_RESTART_LOOP = [*LOOP, "--no-gate-retest"]
 # the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
@@ -102,6 +102,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the default under the name its runs of the twentieth session had: a class that passed the dependence test by
     # less than twice the gate is tested again on a second sample
     ("adversarial-gate-retest", "adversarial", LOOP),
+    # the retest attacks only its second sample's images of the marginal classes; the rest are recipients only
+    ("adversarial-retest-marginal", "adversarial", [*LOOP, "--retest-marginal"]),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

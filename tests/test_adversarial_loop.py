@@ -225,6 +225,56 @@ def test_gate_retest_keeps_a_marginal_class_only_when_two_samples_average_the_ga
     assert loop.history[0].fooled["button-transplant"] == len(kept)
 
 
+def test_retest_marginal_attacks_only_the_marginal_class_images_of_the_second_sample(
+        button_data, button_model, monkeypatch):
+    """With ``retest_marginal`` the second sample's images of the marginal class come first and only they are
+    attacked; the rest of the sample is there as recipients. A sample with none of them confirms nothing."""
+    _, test, _ = button_data
+    images, labels = test.images[:24], test.labels[:24]
+    calls = []
+
+    def collect(classifier, round_images, round_labels, *args, **kwargs):
+        calls.append((round_labels, kwargs["attacked"]))
+        return gated_harvest(images, labels, {0: 0.9, 1: 0.2} if len(calls) == 1 else {1: 0.12})
+
+    monkeypatch.setattr(adversarial, "collect_adversarial", collect)
+    loop = AdversarialAugment(images, labels, fraction=0.5, warmup_epochs=0, gate=0.15, conflicts=None,
+                              gate_retest=True, retest_marginal=True, seed=2)
+    loop.run_round(button_model, 0, 0.0)
+    (first_labels, first_attacked), (second_labels, attacked) = calls
+    assert first_attacked is None and len(second_labels) == len(first_labels)
+    assert 0 < attacked < len(second_labels) and attacked == int((second_labels == 1).sum())
+    assert (second_labels[:attacked] == 1).all() and (second_labels[attacked:] == 0).all()
+    assert sorted(loop.cues.labels.tolist()) == [0, 1]  # (0.2 + 0.12) / 2 >= 0.15
+    calls.clear()
+    only_zeros = AdversarialAugment(images[labels == 0], labels[labels == 0], fraction=0.5, warmup_epochs=0,
+                                    gate=0.15, conflicts=None, gate_retest=True, retest_marginal=True, seed=2)
+    only_zeros.run_round(button_model, 0, 0.0)
+    assert len(calls) == 1 and sorted(only_zeros.cues.labels.tolist()) == [0]
+
+
+def test_collect_adversarial_attacks_the_first_images_and_pastes_into_all(button_data, button_model):
+    """``attacked``: only the leading images are attacked (their removals and cues are harvested); the others
+    receive transplants and the dependence test's pastes."""
+    _, test, _ = button_data
+    images, labels = test.images[:32], test.labels[:32]
+    order = torch.argsort(labels, descending=True, stable=True)  # the button's class (1) first
+    images, labels = images[order], labels[order]
+    buttoned = int((labels == 1).sum())
+    options = {"button": {"fills": ("median",)}}
+    harvest = collect_adversarial(button_model, images, labels, ("button",), 80, options, transplant=True,
+                                  cues_only=True, gate=-1.0, seed=3, attacked=buttoned)
+    alone = collect_adversarial(button_model, images[:buttoned], labels[:buttoned], ("button",), 80, options,
+                                transplant=True, cues_only=True, gate=-1.0, seed=3)
+    transplants = harvest.counts["button-transplant"]
+    assert transplants >= 2 and (harvest.cues.labels == 1).all() and (harvest.labels[:transplants] == 0).all()
+    assert (harvest.labels[transplants:] == 1).all() and (harvest.cue_classes == 1).all()
+    result = create_attack("button", button_model, budget=80, fills=("median",))(images[:buttoned], labels[:buttoned])
+    donors = [int(torch.nonzero((images[:buttoned] == cue).flatten(1).all(dim=1))[0]) for cue in harvest.cues.images]
+    assert torch.equal(harvest.images[transplants:], result.adversarial[donors])  # removals of the attacked images
+    assert alone.counts == {"button-transplant": 0, "button": 0}  # alone, a cue has no image of the other class
+
+
 def test_attack_options_reach_the_attacks(button_data, button_model):
     _, test, _ = button_data
     loop = AdversarialAugment(test.images[:2], test.labels[:2], attacks=("superpixel",), warmup_epochs=0,

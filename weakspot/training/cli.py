@@ -60,7 +60,7 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
                                               DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID,
                                               DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_GATE_RETEST,
-                                              DEFAULT_LR_RESTART,
+                                              DEFAULT_LR_RESTART, DEFAULT_RETEST_MARGINAL,
                                               DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
                                               DEFAULT_ROUNDS, DEFAULT_SPREAD,
                                               DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
@@ -179,6 +179,9 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     add_switch(parser, "--gate-retest", DEFAULT_GATE_RETEST,
                "adversarial: a class whose cues passed the dependence test by less than twice the gate is tested "
                "again on a second sample of training images, and kept only when the two leads average the gate")
+    add_switch(parser, "--retest-marginal", DEFAULT_RETEST_MARGINAL,
+               "adversarial: the retest attacks only its second sample's images of the marginal classes (a class's "
+               "cues come from its own images); the others are only recipients of the dependence test")
     parser.set_defaults(handler=lambda args: run(args, args.method))
 
 
@@ -215,7 +218,7 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
                 "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
                 "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
                 "fallback_grid": args.fallback_grid, "lr_restart": args.lr_restart,
-                "gate_retest": args.gate_retest, "seed": args.seed,
+                "gate_retest": args.gate_retest, "retest_marginal": args.retest_marginal, "seed": args.seed,
                 "restart": args.adv_restart}
     return {}
 
