@@ -66,9 +66,11 @@ LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread
         "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
         "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
         "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--lr-restart", "--gate-retest", "--no-retest-marginal"]
+        "--lr-restart", "--gate-retest", "--retest-marginal"]
+# the twentieth session's default (2026-12-05): the retest attacks every image of its second sample
+GATE_RETEST_LOOP = [*LOOP, "--no-retest-marginal"]
 # the nineteenth session's default (2026-12-05): a class that passes the dependence test is kept at once
-LR_RESTART_LOOP = [*LOOP, "--no-gate-retest"]
+LR_RESTART_LOOP = [*GATE_RETEST_LOOP, "--no-gate-retest"]
 # the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
 FALLBACK_LEAD_OFF_LOOP = [*LR_RESTART_LOOP, "--no-lr-restart"]
 # the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
@@ -99,11 +101,12 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # the nineteenth session's default: after the first round that keeps something the learning rate's decay starts
     # again from its peak
     ("adversarial-lr-restart", "adversarial", LR_RESTART_LOOP),
-    # the default under the name its runs of the twentieth session had: a class that passed the dependence test by
-    # less than twice the gate is tested again on a second sample
-    ("adversarial-gate-retest", "adversarial", LOOP),
-    # the retest attacks only its second sample's images of the marginal classes; the rest are recipients only
-    ("adversarial-retest-marginal", "adversarial", [*LOOP, "--retest-marginal"]),
+    # the twentieth session's default: a class that passed the dependence test by less than twice the gate is tested
+    # again on a second sample, every image of which is attacked
+    ("adversarial-gate-retest", "adversarial", GATE_RETEST_LOOP),
+    # the default under the name its runs of the twenty-first session had: the retest attacks only its second
+    # sample's images of the marginal classes; the rest are recipients only
+    ("adversarial-retest-marginal", "adversarial", LOOP),
     # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
     ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
     # the seventeenth session's default: every retry on the other grid than the round before, no fallback

@@ -122,14 +122,15 @@ def test_the_benchmark_adversarial_row_is_the_library_default_written_out():
     base = ["finetune", "--data", "d", "--out", "o", "--method", "adversarial"]
     defaults = {**vars(parser.parse_args(base)), "spread": DEFAULT_SPREAD}  # None: DEFAULT_SPREAD with transplants
     assert vars(parser.parse_args([*base, *rows["adversarial"]])) == defaults
-    previous = vars(parser.parse_args([*base, *rows["adversarial-lr-restart"]]))
-    assert {key for key in defaults if previous[key] != defaults[key]} == {"gate_retest"}
-    before = vars(parser.parse_args([*base, *rows["adversarial-fallback-lead-off"]]))
-    assert {key for key in defaults if before[key] != defaults[key]} == {"gate_retest", "lr_restart"}
+    previous = vars(parser.parse_args([*base, *rows["adversarial-gate-retest"]]))
+    assert {key for key in defaults if previous[key] != defaults[key]} == {"retest_marginal"}
+    before = vars(parser.parse_args([*base, *rows["adversarial-lr-restart"]]))
+    assert {key for key in defaults if before[key] != defaults[key]} == {"gate_retest", "retest_marginal"}
     earlier = vars(parser.parse_args([*base, *rows["adversarial-alternate-least2"]]))
     assert {key for key in defaults if earlier[key] != defaults[key]} == {"alternate_grids", "fallback_grid",
-                                                                         "spread_lead", "lr_restart", "gate_retest"}
-    assert vars(parser.parse_args([*base, *rows["adversarial-gate-retest"]])) == defaults
+                                                                         "spread_lead", "lr_restart", "gate_retest",
+                                                                         "retest_marginal"}
+    assert vars(parser.parse_args([*base, *rows["adversarial-retest-marginal"]])) == defaults
 
 
 def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
