@@ -180,9 +180,11 @@ def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_
     assert not any(plain.start_step(progress, button_model) for progress in (0.0, 1.0))
 
 
-def gated_harvest(images: torch.Tensor, labels: torch.Tensor, leads: dict[int, float]) -> adversarial.Harvest:
-    """A round's harvest with one cue and one transplant per class of ``leads``, each class's lead as given."""
-    classes = torch.tensor(sorted(leads), dtype=torch.long)
+def gated_harvest(images: torch.Tensor, labels: torch.Tensor, leads: dict[int, float], gate: float = 0.15
+                  ) -> adversarial.Harvest:
+    """A round's harvest with one cue and one transplant per class of ``leads`` that passed ``gate`` (as
+    ``collect_adversarial`` keeps them), each class's lead as given."""
+    classes = torch.tensor(sorted(label for label, lead in leads.items() if lead >= gate), dtype=torch.long)
     masks = torch.zeros(len(classes), *images.shape[-2:], dtype=torch.bool)
     masks[:, :4, :4] = True
     bank = adversarial.CueBank(images[:len(classes)], masks, classes, ("median",) * len(classes))

@@ -520,13 +520,15 @@ class Harvest:
     cue_classes: torch.Tensor  # per image: the class whose cue it lost (a removal) or got (a transplant)
     gate_lead: dict[str, float] = field(default_factory=dict)  # "attack:class": ``confirm_cue_classes``
 
-    def class_leads(self) -> dict[int, float]:
-        """Per class the bank holds cues of: its largest dependence-test lead over the attacks."""
+    def class_leads(self, kept_only: bool = True) -> dict[int, float]:
+        """Per class tested: its largest dependence-test lead over the attacks; with ``kept_only``, only the classes
+        the bank holds cues of (the gate has dropped the cues of a class under it)."""
         leads: dict[int, float] = {}
         for key, lead in self.gate_lead.items():
             label = int(key.rsplit(":", 1)[1])
             leads[label] = max(lead, leads.get(label, -1.0))
-        return {label: lead for label, lead in leads.items() if bool((self.cues.labels == label).any())}
+        return {label: lead for label, lead in leads.items()
+                if not kept_only or bool((self.cues.labels == label).any())}
 
     def restrict(self, classes: Sequence[int]) -> Harvest:
         """What the harvest kept of the cues of ``classes`` only: their images, counts and bank."""
@@ -803,7 +805,7 @@ class AdversarialAugment:
         if attacked == 0:  # no image of a marginal class in the sample: none of its cues confirmed there
             return harvest.restrict([label for label in leads if label not in marginal]), {}
         second = self.harvest(classifier, second_rows, index, shifted, second_sample=True, attacked=attacked)
-        second_leads = second.class_leads()
+        second_leads = second.class_leads(kept_only=False)  # a lead under the gate still counts in the average
         kept = [label for label in leads
                 if label not in marginal or (leads[label] + second_leads.get(label, 0.0)) / 2 >= self.gate]
         return harvest.restrict(kept), second.gate_lead
