@@ -788,8 +788,9 @@ class AdversarialAugment:
                ) -> tuple[Harvest, dict[str, float]]:
         """``gate_retest``: the harvest without the classes whose lead was under twice the gate and whose mean lead
         over it and a second seeded sample of as many other training images (their round's attacks and dependence
-        test, on the same grid) is under the gate; and the second sample's leads. A class the second sample
-        confirms no cue of counts there as leading by 0. With ``retest_marginal`` only the second sample's images
+        test, on the same grid) is under the gate; and the second sample's leads. A class the second sample finds
+        no cue of (no transplant of it fooled the model) counts there as leading by 0; one it tests counts with its
+        lead, under the gate or not. With ``retest_marginal`` only the second sample's images
         of the marginal classes are attacked (a class's cues come from its own images); the others are only
         recipients of the test."""
         leads = harvest.class_leads()
