@@ -142,7 +142,8 @@ DEFAULT_LR_RESTART = True
 # and with the learning-rate restart that round cost 13 points of test accuracy. On since the twentieth session
 # (2026-12-05), by a rule written before its runs: the ten tuning runs' mean worst group 69.2% -> 70.0% (one run
 # changed: button seed 3, confirmed at 2.0 epochs instead of 1.5), clean test 75.8% -> 75.7%; UTKFace seed 2 back
-# to ERM's model (docs/results.md). Costs one more attack of the round's size, only when a class is marginal.
+# to ERM's model (docs/results.md). Costs one more attack when a class is marginal (of that class's images only,
+# with DEFAULT_RETEST_MARGINAL).
 DEFAULT_GATE_RETEST = True
 # Whether the retest attacks only its second sample's images of the marginal classes: a class's cues come from its
 # own images, so attacking the other class's images (which are needed only as recipients of the test) spends half
@@ -790,9 +791,9 @@ class AdversarialAugment:
         over it and a second seeded sample of as many other training images (their round's attacks and dependence
         test, on the same grid) is under the gate; and the second sample's leads. A class the second sample finds
         no cue of (no transplant of it fooled the model) counts there as leading by 0; one it tests counts with its
-        lead, under the gate or not. With ``retest_marginal`` only the second sample's images
-        of the marginal classes are attacked (a class's cues come from its own images); the others are only
-        recipients of the test."""
+        lead, under the gate or not. With ``retest_marginal`` only the second sample's images of the marginal
+        classes are attacked (a class's cues come from its own images); the others are only recipients of the
+        test."""
         leads = harvest.class_leads()
         marginal = [label for label, lead in leads.items() if lead < 2 * self.gate]
         if not marginal:
