@@ -75,7 +75,7 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(monkeypatch):
             raise torch.OutOfMemoryError("fake CUDA out of memory")
         return real_forward(images)
 
-    monkeypatch.setattr(classifier.net, "forward", forward_that_runs_out_of_memory)
+    monkeypatch.setattr(classifier._inference, "module_for", lambda batch: forward_that_runs_out_of_memory)
     probabilities = classifier.predict_proba(torch.rand(50, 3, 32, 32))
     assert probabilities.shape == (50, 2)
     assert classifier.micro_batch == 8

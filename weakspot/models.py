@@ -2,7 +2,7 @@
 and the ``Classifier`` wrapper whose micro-batched ``predict_proba`` every explainer and attack calls.
 
 The wrapper owns everything about running the network (preprocessing, device, eval mode, channels_last,
-autocast, micro-batch size) so that no caller has to know it.
+autocast, micro-batch size, BatchNorm folded for queries) so that no caller has to know it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import nn
 
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write
+from weakspot.folding import CHECK_IMAGES, FoldedNetwork
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,6 +93,7 @@ class Classifier:
         self.device = choose_device(device)
         self.net = NormalizedNet(model, preprocessing).to(self.device).eval()
         self.net = self.net.to(memory_format=torch.channels_last)
+        self._inference = FoldedNetwork(self.net)
         self.images_evaluated = 0
         self.meta: dict[str, Any] = {}
         self.extra_state: dict[str, Any] = {}
@@ -137,11 +139,12 @@ class Classifier:
             self.autotune_micro_batch(images[:1])
         outputs = []
         start = 0
+        network = self._inference.module_for(self._prepare(images[:CHECK_IMAGES])) if images.shape[0] else self.net
         while start < images.shape[0]:
             chunk = images[start:start + self.micro_batch]
             try:
                 with self._autocast():
-                    logits = self.net(self._prepare(chunk))
+                    logits = network(self._prepare(chunk))
             except torch.OutOfMemoryError:
                 self._halve_micro_batch()
                 continue
@@ -166,15 +169,16 @@ class Classifier:
         """Time each candidate micro-batch on copies of ``example`` and keep the fastest per image."""
         counter_before = self.images_evaluated
         best_size, best_rate = self.micro_batch, 0.0
+        network = self._inference.module_for(self._prepare(example[:1]))
         for size in candidates:
             batch = self._prepare(example[:1].expand(size, -1, -1, -1))
             try:
                 with self._autocast():
-                    self.net(batch)  # warm-up: allocator and kernel selection
+                    network(batch)  # warm-up: allocator and kernel selection
                     started = time.perf_counter()
                     repeats = max(1, images_per_trial // size)
                     for _ in range(repeats):
-                        self.net(batch)
+                        network(batch)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()
             except torch.OutOfMemoryError:
