@@ -65,9 +65,9 @@ class FoldedNetwork:
     """The module to run for eval-mode queries of ``network``: its BatchNorm-folded copy, kept up to date.
 
     The copy is rebuilt when any parameter or buffer of the network was replaced or changed in place (their
-    version counters), so training between queries is seen. The network itself is returned while it is in train
-    mode (any of its modules), while any of its modules has a forward hook (a hook on the copy would not fire), and for good once a
-    copy's outputs differ from the network's (no copy is kept while the network's own outputs are not finite).
+    version counters), so training between queries is seen. The network itself answers while any of its modules
+    is in train mode or has a forward hook (a hook on the copy would not fire), while its own outputs are not
+    finite (nothing to check a copy against), and for good once a copy's outputs differ from the network's.
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -79,7 +79,8 @@ class FoldedNetwork:
     def _unchanged(self) -> bool:
         current = [*self.network.parameters(), *self.network.buffers()]
         return len(current) == len(self._built_from) and all(
-            tensor is built and tensor._version == version for tensor, (built, version) in zip(current, self._built_from))
+            tensor is built and tensor._version == version
+            for tensor, (built, version) in zip(current, self._built_from))
 
     def module_for(self, batch: torch.Tensor) -> nn.Module:
         """The module to run on ``batch`` (the caller's images, prepared for the network; outside autocast, so
