@@ -13,6 +13,7 @@ import copy
 import warnings
 
 import torch
+from timm.layers import BatchNormAct2d
 from torch import nn
 
 # A folded copy must give the network's logits up to rounding; a wrongly paired convolution is off by O(1).
@@ -25,7 +26,7 @@ def _norm_tail(norm: nn.BatchNorm2d) -> nn.Module | None:
     BatchNormAct2d; None for any other subclass, whose forward we do not know."""
     if type(norm) is nn.BatchNorm2d:
         return nn.Identity()
-    if type(norm).__name__ == "BatchNormAct2d" and hasattr(norm, "drop") and hasattr(norm, "act"):
+    if type(norm) is BatchNormAct2d:
         return nn.Sequential(norm.drop, norm.act)
     return None
 
@@ -76,11 +77,15 @@ class FoldedNetwork:
         self._built_from: list[tuple[torch.Tensor, int]] = []
         self._usable = True
 
+    def _versions(self) -> list[tuple[torch.Tensor, int]]:
+        """Every parameter and buffer of the network with its version counter (bumped by any in-place change)."""
+        return [(tensor, tensor._version) for tensor in (*self.network.parameters(), *self.network.buffers())]
+
     def _unchanged(self) -> bool:
-        current = [*self.network.parameters(), *self.network.buffers()]
+        current = self._versions()
         return len(current) == len(self._built_from) and all(
-            tensor is built and tensor._version == version
-            for tensor, (built, version) in zip(current, self._built_from))
+            tensor is built and version == built_version
+            for (tensor, version), (built, built_version) in zip(current, self._built_from))
 
     def module_for(self, batch: torch.Tensor) -> nn.Module:
         """The module to run on ``batch`` (the caller's images, prepared for the network; outside autocast, so
@@ -89,18 +94,16 @@ class FoldedNetwork:
                                    for module in self.network.modules()):
             return self.network
         if self._copy is None or not self._unchanged():
-            with torch.inference_mode(False):
-                folded, count = fold_batchnorm(self.network)
             expected = self.network(batch).float()
             if not torch.isfinite(expected).all():
                 return self.network  # nothing to check a copy against: the network answers as it is
+            with torch.inference_mode(False):
+                folded, count = fold_batchnorm(self.network)
             if count == 0 or not self._agrees(folded(batch).float(), expected):
                 self._usable = False
                 self._copy = None
                 return self.network
-            self._copy = folded
-            self._built_from = [(tensor, tensor._version)
-                                for tensor in (*self.network.parameters(), *self.network.buffers())]
+            self._copy, self._built_from = folded, self._versions()
         return self._copy
 
     @staticmethod
