@@ -13,12 +13,15 @@ from torch import nn
 
 from weakspot.attacks import ATTACKS, create_attack
 from weakspot.attacks.base import Perturbation
+from weakspot.attacks import proposals
 from weakspot.attacks.engine import Proposals, search
 from weakspot.attacks.guidance import GuidanceCache
 from weakspot.attacks.occlusion import guidance_grid
+from weakspot.attacks.proposals import ImageFills
 from weakspot.attacks.report import attack_summary
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
+from weakspot.fills import apply_masks
 from weakspot.models import Classifier, Preprocessing
 from weakspot.report import load_report
 from weakspot.segmentation import grid_segments
@@ -223,6 +226,27 @@ def test_guidance_cache_reuses_explanations_of_images_seen_before(name, button_m
     changed[0, :, :2, :2] = 1 - changed[0, :, :2, :2]
     create_attack(name, button_model, budget=80, guidance_cache=cache)(changed, labels)
     assert cache.misses > misses  # an edited image is explained anew
+
+
+def test_image_fills_compute_each_image_once_and_equal_a_fresh_fill(monkeypatch):
+    images = torch.rand(5, 3, 24, 24)
+    image_fills = ImageFills(("median", "white"), count=5)
+    computed = {"median": 0, "white": 0}
+    real = proposals.fill_images
+
+    def counting(batch: torch.Tensor, fill: str) -> torch.Tensor:
+        computed[fill] += len(batch)
+        return real(batch, fill)
+
+    monkeypatch.setattr(proposals, "fill_images", counting)
+    for rows in ([3, 1, 3], [1, 4, 0], [2, 3]):  # repeats within and across chunks, as the engine renders
+        index = torch.tensor(rows)
+        masks = torch.zeros(len(rows), 24, 24, dtype=torch.bool)
+        masks[:, 4:12, 4:12] = True
+        rendered = image_fills.where(images[index], index, masks, torch.tensor([0] * (len(rows) - 1) + [1]))
+        fresh = [real(images[index][:-1], "median"), real(images[index][-1:], "white")]
+        assert torch.equal(rendered, apply_masks(images[index], masks, torch.cat(fresh)))
+    assert computed == {"median": 4, "white": 3}  # the median of each of rows 3, 1, 4, 2 once; white every time
 
 
 def test_registry_validates_parameters(button_model):

@@ -9,6 +9,7 @@ from weakspot.errors import WeakspotError
 
 FILLS = ("white", "black", "gray", "mean", "blur", "median")
 ERASING_FILLS = ("mean", "blur", "median")  # they remove detail from a region; white, black, gray paint content over it
+IMAGE_FILLS = ERASING_FILLS  # computed from the image; white, black and gray are constants
 MEDIAN_GRID = 24  # the median fill works on a grid of about this many cells per side
 MEDIAN_KERNEL = 5  # cells: a blob under ~40% of a 5 x 5 cell window (a 10 px button at 96 px) vanishes
 

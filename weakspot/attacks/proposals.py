@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from weakspot.attacks.base import Perturbation
 from weakspot.attacks.engine import Proposals
-from weakspot.fills import apply_masks, fill_images
+from weakspot.fills import IMAGE_FILLS, apply_masks, fill_images
 
 
 def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -25,14 +25,40 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return ((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)).any(dim=1)
 
 
-def _fill_where(images: torch.Tensor, masks: torch.Tensor, fill_index: torch.Tensor, fills: Sequence[str]) -> torch.Tensor:
-    """Images with ``fills[fill_index[m]]`` under ``masks[m]``: one fill computation per fill in the chunk."""
-    filled = torch.empty_like(images)
-    for index, fill in enumerate(fills):
-        chosen = fill_index == index
-        if chosen.any():
-            filled[chosen] = fill_images(images[chosen], fill)
-    return apply_masks(images, masks, filled)
+class ImageFills:
+    """The fills of a search's N images, each computed once per image: the engine renders many candidates of
+    one image in turn, and a fill computed from the image (``IMAGE_FILLS``; the median is a tenth of a loop
+    round's time) would otherwise be recomputed for every one. Holds one copy of the images per such fill used;
+    a fill is per image, so the cached rows equal what a fresh computation gives."""
+
+    def __init__(self, fills: Sequence[str], count: int) -> None:
+        self.fills, self.count = tuple(fills), count
+        self.cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # fill -> (N, 3, H, W) images, (N,) done
+
+    def of_rows(self, images: torch.Tensor, rows: torch.Tensor, fill: str) -> torch.Tensor:
+        """``fill`` of ``images`` (M, 3, H, W), the images of ``rows`` (M,)."""
+        if fill not in IMAGE_FILLS:
+            return fill_images(images, fill)
+        if fill not in self.cached:
+            self.cached[fill] = (images.new_empty(self.count, *images.shape[1:]),
+                                 torch.zeros(self.count, dtype=torch.bool, device=rows.device))
+        filled, done = self.cached[fill]
+        missing = ~done[rows]
+        if missing.any():
+            new_rows = rows[missing]  # a row twice in one chunk gets the same values both times
+            filled[new_rows] = fill_images(images[missing], fill)
+            done[new_rows] = True
+        return filled[rows]
+
+    def where(self, images: torch.Tensor, rows: torch.Tensor, masks: torch.Tensor, fill_index: torch.Tensor
+              ) -> torch.Tensor:
+        """Images with ``fills[fill_index[m]]`` under ``masks[m]``."""
+        filled = torch.empty_like(images)
+        for index, fill in enumerate(self.fills):
+            chosen = fill_index == index
+            if chosen.any():
+                filled[chosen] = self.of_rows(images[chosen], rows[chosen], fill)
+        return apply_masks(images, masks, filled)
 
 
 class BoxProposals(Proposals):
@@ -45,6 +71,7 @@ class BoxProposals(Proposals):
         self.kind, self.boxes, self.fill_index, self.fills = kind, boxes, fill_index, tuple(fills)
         self.order, self.height, self.width = order, height, width
         self.counts = torch.full((count,), boxes.shape[1] if order is None else order.shape[1], dtype=torch.long)
+        self.image_fills = ImageFills(fills, count)
 
     def _lookup(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         table = candidates if self.order is None else self.order[rows, candidates]
@@ -55,7 +82,7 @@ class BoxProposals(Proposals):
 
     def render(self, images: torch.Tensor, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         boxes, fill_index = self._lookup(rows, candidates)
-        return _fill_where(images, box_masks(boxes, self.height, self.width), fill_index, self.fills)
+        return self.image_fills.where(images, rows, box_masks(boxes, self.height, self.width), fill_index)
 
     def describe(self, row: int, candidate: int) -> Perturbation:
         boxes, fill_index = self._lookup(torch.tensor([row], device=self.boxes.device),
@@ -76,6 +103,7 @@ class SegmentProposals(Proposals):
                  fills: Sequence[str], counts: torch.Tensor) -> None:
         self.segments, self.ranks, self.k, self.fill, self.fills = segments, ranks, k, fill, tuple(fills)
         self.counts = counts
+        self.image_fills = ImageFills(fills, len(counts))
 
     def _masks(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fill = self.fill[rows, candidates]
@@ -85,7 +113,7 @@ class SegmentProposals(Proposals):
 
     def render(self, images: torch.Tensor, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         masks, fill = self._masks(rows, candidates)
-        return _fill_where(images, masks, fill, self.fills)
+        return self.image_fills.where(images, rows, masks, fill)
 
     def describe(self, row: int, candidate: int) -> Perturbation:
         rows = torch.tensor([row], device=self.k.device)
