@@ -31,7 +31,8 @@ DEFAULT_MAX_IN_FLIGHT = 4
 
 
 class Proposals(ABC):
-    """Candidates of N images: image i has ``counts[i]`` candidates, indexed 0.. in cheapest-first order."""
+    """Candidates of N images: image i has ``counts[i]`` candidates, indexed 0.. in cheapest-first order. Built
+    for one set of images: ``render`` may keep what it computed for row i (``proposals.ImageFills``)."""
 
     counts: torch.Tensor  # (N,) long, CPU
 
