@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from weakspot.attacks import ATTACKS, create_attack
+from weakspot.attacks import ATTACKS, create_attack, proposals
 from weakspot.attacks.base import Perturbation
-from weakspot.attacks import proposals
 from weakspot.attacks.engine import Proposals, search
 from weakspot.attacks.guidance import GuidanceCache
 from weakspot.attacks.occlusion import guidance_grid

@@ -27,9 +27,9 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 class ImageFills:
     """The fills of a search's N images, each computed once per image: the engine renders many candidates of
-    one image in turn, and a fill computed from the image (``IMAGE_FILLS``; the median was 8% of a loop
-    round's time) would otherwise be recomputed for every one. Holds one copy of the images per such fill used;
-    a fill is per image, so the cached rows equal what a fresh computation gives."""
+    one image in turn, and a fill computed from the image (``IMAGE_FILLS``; the median was about 8% of a loop
+    round's time) would otherwise be recomputed for every one. Holds one copy of the images per such fill
+    used; a fill is per image, so the cached rows equal what a fresh computation gives."""
 
     def __init__(self, fills: Sequence[str], count: int) -> None:
         self.fills, self.count = tuple(fills), count
