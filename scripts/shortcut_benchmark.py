@@ -96,6 +96,8 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", LOOP),
+    # the first round at 2.0 epochs instead of 1.5 (twenty-fourth session)
+    ("adversarial-warmup2", "adversarial", [*LOOP, "--adv-warmup", "2.0"]),
     # the eighteenth session's default: the full spread on top of the fallback grid
     ("adversarial-fallback-lead-off", "adversarial", FALLBACK_LEAD_OFF_LOOP),
     # the nineteenth session's default: after the first round that keeps something the learning rate's decay starts
