@@ -10,8 +10,8 @@ Run it on a model trained with a planted cue and on one trained without (``--rat
 between the two (README, "The adversarial augmentation loop").
 
 With ``--zones SHARE:GROWTH[:BASE],...`` it also measures the cue zones the loop's spread would use
-(``cue_zone`` by ``ZoneRule(SHARE, GROWTH, BASE)``, BASE "peak" unless given, "cues" as measured before
-2026-12-05): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
+(``cue_zone`` by ``ZoneRule(SHARE, GROWTH, BASE)``, BASE "peak" unless given, or "cues" for a share of the
+class's cues): per class, the share of the planted cue's holders (the ``cue`` column) still predicted
 their class once the zone is filled with ``median``, and the share of the other class's images without
 the cue that the zone pasted from a random confirmed donor flips.
 
