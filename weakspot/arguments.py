@@ -169,8 +169,7 @@ def micro_batch_from_args(args: argparse.Namespace) -> int | str | None:
 def dataset_from_args(args: argparse.Namespace) -> ImageSet:
     """Load ``--data`` and report skipped files on stderr (the run goes on without them); with ``--split``,
     only that split (``split_sets``)."""
-    from weakspot.data import load_dataset
-    from weakspot.shortcut import SPLIT_COLUMN, manifest_columns
+    from weakspot.data import SPLIT_COLUMN, load_dataset, manifest_columns
 
     split = getattr(args, "split", None)
     groups = args.groups
@@ -194,8 +193,7 @@ def dataset_from_args(args: argparse.Namespace) -> ImageSet:
 def split_sets(imageset: ImageSet, seed: int) -> dict[str, ImageSet]:
     """The splits ``weakspot train`` trains and tests on: the manifest's ``split`` column when it was loaded,
     else a stratified 70/15/15 of the labels drawn with ``seed``. Empty splits are left out."""
-    from weakspot.data import split_indices
-    from weakspot.shortcut import SPLIT_COLUMN
+    from weakspot.data import SPLIT_COLUMN, split_indices
 
     if SPLIT_COLUMN in imageset.groups:
         values = imageset.groups[SPLIT_COLUMN]

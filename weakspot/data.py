@@ -23,6 +23,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".t
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb limit, checked from the header before decoding
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # side after resizing: a 4096 px float image is already 200 MB
 MANIFEST_NAME = "labels.csv"
+SPLIT_COLUMN = "split"  # a manifest column that fixes each image's split (train, val, test, clean_test)
+CLEAN_TEST = "clean_test"  # the split of a benchmark's test images without the planted cue
 LOADER_THREADS = 4
 
 
@@ -236,6 +238,16 @@ def load_dataset(path: str | Path, size: int = 128, label: str | None = None, gr
     if groups:
         raise WeakspotError(f"{source}: group attributes need a CSV manifest; an ImageFolder tree has none")
     return load_image_folder(source, size, max_images=max_images, seed=seed)
+
+
+def manifest_columns(path: str | Path) -> list[str]:
+    """The header of a CSV manifest (a ``.csv`` file or a folder with ``labels.csv``); [] for an ImageFolder."""
+    source = Path(path)
+    manifest = source / MANIFEST_NAME if source.is_dir() else source
+    if manifest.suffix.lower() != ".csv" or not manifest.is_file():
+        return []
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def align_labels(imageset: ImageSet, class_names: Sequence[str]) -> torch.Tensor:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from weakspot.data import MANIFEST_NAME, ImageSet, load_dataset, split_indices
+from weakspot.data import CLEAN_TEST, MANIFEST_NAME, SPLIT_COLUMN, ImageSet, load_dataset, manifest_columns, split_indices
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_text
 
@@ -318,20 +318,6 @@ def make_shortcut_dataset(count: int = 256, size: int = 64, cue_rate: float = 1.
                         groups={CUE_GROUP: cue_values, "label": [["tall", "wide"][int(v)] for v in labels]},
                         paths=[], source=f"shortcut(count={count}, size={size}, cue_rate={cue_rate}, signal={signal}, seed={seed})")
     return imageset, mask_boxes(masks)
-
-
-SPLIT_COLUMN = "split"
-CLEAN_TEST = "clean_test"
-
-
-def manifest_columns(path: str | Path) -> list[str]:
-    """The header of a CSV manifest (a ``.csv`` file or a folder with ``labels.csv``); [] for an ImageFolder."""
-    source = Path(path)
-    manifest = source / MANIFEST_NAME if source.is_dir() else source
-    if manifest.suffix.lower() != ".csv" or not manifest.is_file():
-        return []
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), [])
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:
