@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from weakspot.cues import CUE_FAMILIES, place_cue
 from weakspot.data import load_dataset
 from weakspot.fileio import atomic_write
-from weakspot.shortcut import CUE_FAMILIES, make_shortcut_dataset, place_cue
+from weakspot.shortcut import make_shortcut_dataset
 
 HEADER = 18  # pixels above each column for its name
 

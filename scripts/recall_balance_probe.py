@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from weakspot.cues import CUE_GROUP
 from weakspot.fileio import atomic_write_json
 from weakspot.models import load_checkpoint
-from weakspot.shortcut import CUE_GROUP
 from weakspot.training.calibration import balance_recall, image_logits, worst_group_accuracy, worst_group_bias
 from weakspot.training.cli import configure_finetune, load_splits
 from weakspot.training.evaluation import evaluate_groups, group_keys

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from weakspot.cues import ButtonCue
 from weakspot.models import Classifier, load_model
-from weakspot.shortcut import ButtonCue, build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 from weakspot.training import TrainConfig, train_classifier
 
 UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface"

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from weakspot.cli import main
+from weakspot.cues import (CUE_FAMILIES, CUE_GROUP, ButtonCue, StickerCue, TintCue, configure_cue, mask_boxes,
+                           parse_colour, place_cue)
 from weakspot.errors import WeakspotError
-from weakspot.shortcut import (CUE_FAMILIES, CUE_GROUP, ButtonCue, StickerCue, TintCue, build_shortcut_benchmark,
-                               configure_cue, make_shortcut_dataset, mask_boxes, parse_colour, place_cue,
-                               write_imageset)
+from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
 
 
 def _images(count: int = 6, size: int = 40) -> torch.Tensor:

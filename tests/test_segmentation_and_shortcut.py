@@ -1,7 +1,8 @@
 import torch
 
+from weakspot.cues import CUE_GROUP, cue_assignment
 from weakspot.segmentation import grid_segments, segment, slic_segments
-from weakspot.shortcut import CUE_GROUP, cue_assignment, make_shortcut_dataset
+from weakspot.shortcut import make_shortcut_dataset
 
 
 def test_slic_gives_consecutive_labels_per_image():
@@ -38,7 +39,7 @@ def test_shortcut_dataset_pastes_a_dark_button_inside_its_box():
 
 def test_median_fill_erases_a_button_and_keeps_the_shirt():
     from weakspot.fills import FILLS, fill_images
-    from weakspot.shortcut import ButtonCue, mask_boxes
+    from weakspot.cues import ButtonCue, mask_boxes
 
     shirt = torch.full((4, 3, 96, 96), 0.8)
     shirt[:, :, :, :24] = 0.3  # a large dark region is structure, not a cue: it stays
