@@ -38,9 +38,12 @@ def _run_data_inspect(args: argparse.Namespace) -> int:
     table.add_column("attribute")
     table.add_column("value")
     table.add_column("images", justify="right")
+    per_image_class = [imageset.class_names[int(label)] for label in imageset.labels]
     for index, name in enumerate(imageset.class_names):
         table.add_row("class", name, str(int((imageset.labels == index).sum())))
     for attribute, values in imageset.groups.items():
+        if list(values) == per_image_class:  # an ImageFolder's "class" group is the label itself, counted above
+            continue
         for value in sorted(set(values)):
             table.add_row(attribute, value, str(values.count(value)))
     table.add_row("skipped", "unreadable", str(len(imageset.skipped)))
@@ -101,7 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, summary, configure in SUBCOMMANDS:
         configure(commands.add_parser(name, help=summary, description=summary))
+    _accept_debug_anywhere(parser)
     return parser
+
+
+def _accept_debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after a subcommand (``weakspot attack ... --debug``) as well as before it: every
+    subcommand's parser takes it too. Its default is SUPPRESS, so a subparser that did not see the flag
+    leaves the value the top-level parser set alone."""
+    seen: set[int] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for subparser in action.choices.values():
+                if id(subparser) in seen:
+                    continue
+                seen.add(id(subparser))
+                if "--debug" not in subparser._option_string_actions:
+                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                           help="show tracebacks")
+                pending.append(subparser)
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
