@@ -1,14 +1,15 @@
-# Two commands: `make demo` and `make test`. Both create/refresh .venv from pyproject.toml first.
+# Two commands: `make demo` and `make test`. Both create/refresh .venv from pyproject.toml first,
+# with this machine's torch and torchvision pinned by constraints.txt.
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
