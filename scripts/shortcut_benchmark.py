@@ -41,134 +41,34 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from weakspot.augment.adversarial import LoopConfig
 from weakspot.cli import main as weakspot_main
 from weakspot.fileio import atomic_write_json
 from weakspot.training.loop import KEEP_CHOICES
 
-# Every row measured before 2026-12-04 (tenth session) ran without the class-bias balance that the loop now ends with
-# (by default, when one of its rounds kept something; LOOP leaves that default as it is).
-UNBALANCED = ["--balance-recall", "off"]
-# and every row measured before the eleventh session (2026-12-04) at the full spread, whatever the round's lead (the
-# default again from the eighteenth)
-FULL_SPREAD = ["--spread-lead", "off"]
-# and every row measured before the fifteenth session (2026-12-05) with the cue zone the pixels 5% of the cues cover
-COVER_ZONE = ["--zone-base", "cues", "--zone-share", "0.05", "--zone-growth", "0.04"]
-# and every row measured before the seventeenth session (2026-12-05) with a zone of one cue or more and every
-# round on the same guidance grid, with no fallback to the other
-ONE_GRID = ["--zone-least", "1", "--no-alternate-grids", "--no-fallback-grid"]
-# all four: what every row measured before the tenth session ran with
-BEFORE_BALANCE = [*UNBALANCED, *FULL_SPREAD, *COVER_ZONE, *ONE_GRID]
-PREVIOUS_LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.35", "--spread", "0", "--adv-warmup", "1",
-                 "--pool-check", "off", *BEFORE_BALANCE]
-# The loop's default flags; a later copy of a flag overrides an earlier one (argparse), so each variant below is the
-# default it was measured against with its own changes appended.
-LOOP = ["--attacks", "button", "--budget", "40", "--fraction", "0.15", "--spread", "1.0", "--adv-warmup", "1.5",
-        "--refresh", "0.5", "--rounds", "1", "--conflicts", "errors", "--pool-check", "0.25", "--spread-erase", "swap",
-        "--spread-lead", "off", "--zone-base", "peak", "--zone-share", "0.25", "--zone-growth", "0.08",
-        "--zone-least", "2", "--no-guidance-shift", "--no-alternate-grids", "--fallback-grid",
-        "--lr-restart", "--gate-retest", "--retest-marginal"]
-# the twentieth session's default (2026-12-05): the retest attacks every image of its second sample
-GATE_RETEST_LOOP = [*LOOP, "--no-retest-marginal"]
-# the nineteenth session's default (2026-12-05): a class that passes the dependence test is kept at once
-LR_RESTART_LOOP = [*GATE_RETEST_LOOP, "--no-gate-retest"]
-# the eighteenth session's second default (2026-12-05): the learning rate's decay not started again after the round
-FALLBACK_LEAD_OFF_LOOP = [*LR_RESTART_LOOP, "--no-lr-restart"]
-# the eighteenth session's first default (2026-12-05): the spread scaled by the round's lead over 0.3, as from the
-# eleventh session on
-FALLBACK_LOOP = [*FALLBACK_LEAD_OFF_LOOP, "--spread-lead", "0.3"]
-# the default of the fifteenth session (2026-12-05) until the seventeenth's
-ZONE_PEAK_LOOP = [*FALLBACK_LOOP, *ONE_GRID]
-# the default of the eleventh session (2026-12-04) until the zone around the peak cover (fifteenth session)
-LEAD_LOOP = [*ZONE_PEAK_LOOP, *COVER_ZONE]
-# the default of the tenth session (2026-12-04): the spread not scaled by the lead
-FULL_SPREAD_LOOP = [*LEAD_LOOP, *FULL_SPREAD]
-# the default from 2026-12-04 (ninth session) until the class-bias balance (tenth session)
-SWAP_LOOP = [*ZONE_PEAK_LOOP, *BEFORE_BALANCE]
-# the default until 2026-12-04 (ninth session): the spread erases a cue with its fill
-FILL_LOOP = [*SWAP_LOOP, "--spread-erase", "fill"]
-# the default from 2026-12-03 (fourth session) until the pool check (seventh session)
-NO_POOL_CHECK = [*FILL_LOOP, "--pool-check", "off"]
-# Table rows in order: (row name, finetune --method, its flags).
+# One-setting ablations of the loop: each row changes one LoopConfig field from its default.
+LOOP_ABLATIONS: dict[str, dict[str, object]] = {
+    "adversarial-no-spread": {"spread": 0.0},
+    "adversarial-no-pool": {"mix_ratio": 0.0},
+    "adversarial-no-gate": {"gate": None},
+    "adversarial-no-pool-check": {"pool_check": None},
+}
+
+
+def loop_flags(changes: dict[str, object]) -> list[str]:
+    """The ``weakspot finetune`` flags that set these LoopConfig fields ('off' for None)."""
+    flag_of = {name: flag for name, flag, _, _ in LoopConfig.knobs()}
+    return [item for name, value in changes.items() for item in (flag_of[name], "off" if value is None else str(value))]
+
+
+# Table rows in order: (row name, finetune --method, its flags). "adversarial" is the library's default loop.
 METHODS: list[tuple[str, str, list[str]]] = [
     ("erm", "erm", []),
     ("cutout", "cutout", ["--cutout-area", "0.06"]),
     ("worstofk", "worstofk", ["--k", "5"]),
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
-    ("pgd-eps1", "pgd", ["--pgd-eps", "1", "--pgd-steps", "3"]),
-    ("adversarial", "adversarial", LOOP),
-    # the first round at 2.0 epochs instead of 1.5 (twenty-fourth session; not adopted: -1.4 points on the tuning runs)
-    ("adversarial-warmup2", "adversarial", [*LOOP, "--adv-warmup", "2.0"]),
-    # the eighteenth session's default: the full spread on top of the fallback grid
-    ("adversarial-fallback-lead-off", "adversarial", FALLBACK_LEAD_OFF_LOOP),
-    # the nineteenth session's default: after the first round that keeps something the learning rate's decay starts
-    # again from its peak
-    ("adversarial-lr-restart", "adversarial", LR_RESTART_LOOP),
-    # the twentieth session's default: a class that passed the dependence test by less than twice the gate is tested
-    # again on a second sample, every image of which is attacked
-    ("adversarial-gate-retest", "adversarial", GATE_RETEST_LOOP),
-    # the default under the name its runs of the twenty-first session had: the retest attacks only its second
-    # sample's images of the marginal classes; the rest are recipients only
-    ("adversarial-retest-marginal", "adversarial", LOOP),
-    # a retry that confirms nothing on the regular grid falls back to the shifted one (eighteenth session)
-    ("adversarial-fallback-grid", "adversarial", FALLBACK_LOOP),
-    # the seventeenth session's default: every retry on the other grid than the round before, no fallback
-    ("adversarial-alternate-least2", "adversarial", [*FALLBACK_LOOP, "--alternate-grids", "--no-fallback-grid"]),
-    # the fifteenth session's default: every round on the regular grid, a zone of one cue or more
-    ("adversarial-zone-peak-wide", "adversarial", ZONE_PEAK_LOOP),
-    # each round on the other guidance grid than the round before: a retry on the shifted grid (seventeenth session)
-    ("adversarial-alternate-grids", "adversarial", [*ZONE_PEAK_LOOP, "--alternate-grids"]),
-    # the cue zone only where at least two cues agree (seventeenth session)
-    ("adversarial-zone-least2", "adversarial", [*ZONE_PEAK_LOOP, "--zone-least", "2"]),
-    # the round's box attack explains each image on its own shifted grid (sixteenth session)
-    ("adversarial-shifted-guidance", "adversarial", [*ZONE_PEAK_LOOP, "--guidance-shift"]),
-    # the variant not chosen: the zone around the peak cover grown by 4% of the side
-    ("adversarial-zone-peak", "adversarial", [*ZONE_PEAK_LOOP, "--zone-growth", "0.04"]),
-    # the default of the eleventh session (2026-12-04): the zone the pixels 5% of the cues cover
-    ("adversarial-cover-zone", "adversarial", LEAD_LOOP),
-    # the default without its last step, the class-bias balance (the default of the ninth session)
-    ("adversarial-unbalanced", "adversarial", SWAP_LOOP),
-    # the default until the spread was scaled by the round's largest dependence-test lead (eleventh session)
-    ("adversarial-full-spread", "adversarial", FULL_SPREAD_LOOP),
-    # the default until 2026-12-04 (ninth session; this session's tables call the default "adversarial-swap" and
-    # this row "adversarial")
-    ("adversarial-fill", "adversarial", FILL_LOOP),
-    # the pool kept in the stream to the end of the run, whatever the model's reading of the cues
-    ("adversarial-no-pool-check", "adversarial", NO_POOL_CHECK),
-    # the same without the natural cue-conflicting images in the pool (the default before 2026-12-03, fourth session)
-    ("adversarial-no-conflicts", "adversarial", [*NO_POOL_CHECK, "--conflicts", "off"]),
-    # half the clean images edited by the spread: with the pool's cue-conflicting half of the stream, a 95/5 cue
-    # is about balanced in the stream (at spread 1.0 the pool reverses it; docs/results.md)
-    ("adversarial-spread-half", "adversarial", [*NO_POOL_CHECK, "--spread", "0.5"]),
-    # each class's conflicting images joined by as many of its other training images (natural, unedited)
-    ("adversarial-agreements", "adversarial", [*NO_POOL_CHECK, "--agreements"]),
-    # the conflicting images found again with the current model every half epoch after the round
-    ("adversarial-refresh", "adversarial", [*NO_POOL_CHECK, "--conflict-refresh", "0.5"]),
-    # the same, the conflicting images found earlier kept beside the current model's
-    ("adversarial-refresh-union", "adversarial", [*NO_POOL_CHECK, "--conflict-refresh", "0.5",
-                                                  "--accumulate-conflicts"]),
-    # the conflicting images found by erasing the cue zone instead of the model's errors
-    ("adversarial-zone", "adversarial", [*NO_POOL_CHECK, "--conflicts", "zone"]),
-    # the same on a quarter of the training images (the round's share before 2026-12-03, third session)
-    ("adversarial-f25", "adversarial", [*NO_POOL_CHECK, "--fraction", "0.25"]),
-    # the default before 2026-12-03 (third session): rounds at 0.5 and 1.5 epochs on a quarter of the images
-    ("adversarial-two-rounds", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                               "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                               "--pool-check", "off", "--spread-erase", "fill", *BEFORE_BALANCE]),
-    # JTT's restart: ERM for 2 epochs, one round on it, 3 epochs from the initial weights with what it kept
-    ("adversarial-restart", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                            "--spread", "1.0", "--adv-restart", "2", "--pool-check", "off",
-                                            "--spread-erase", "fill", *BEFORE_BALANCE]),
-    # the previous default: rounds at the start of epochs 2 and 3, no spread
-    ("adversarial-prev", "adversarial", PREVIOUS_LOOP),
-    ("adversarial-all-removals", "adversarial", [*PREVIOUS_LOOP, "--no-cues-only"]),
-    ("adversarial-blind-f25", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                              "--spread", "1.0", "--adv-warmup", "1", "--pool-check", "off",
-                                              "--spread-erase", "fill", *BEFORE_BALANCE]),
-    # the spread alone: no pool images in the batches (what the label-blind edits do by themselves)
-    ("adversarial-spread-only", "adversarial", ["--attacks", "button", "--budget", "40", "--fraction", "0.25",
-                                                "--spread", "1.0", "--adv-warmup", "0.5", "--rounds", "2",
-                                                "--mix-ratio", "0", "--pool-check", "off", "--spread-erase", "fill",
-                                                *BEFORE_BALANCE]),
+    ("adversarial", "adversarial", []),
+    *((name, "adversarial", loop_flags(changes)) for name, changes in LOOP_ABLATIONS.items()),
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

@@ -15,7 +15,8 @@ from weakspot.cli import main
 from weakspot.models import Classifier, load_model
 from weakspot.shortcut import make_shortcut_dataset
 from weakspot.errors import WeakspotError
-from weakspot.training.loop import TrainConfig, _epoch_batches, fit
+from weakspot.training.loop import TrainConfig, fit
+from weakspot.training.steps import epoch_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,7 +25,7 @@ def test_group_balanced_weights_draw_every_group_equally_often():
     groups = ["a/x"] * 90 + ["a/y"] * 10 + ["b/x"] * 5 + ["b/y"] * 95
     weights = group_balanced_weights(groups)
     config = TrainConfig(batch_size=1000, seed=0)
-    drawn = torch.cat([_epoch_batches(len(groups), config, epoch, 0, 1, weights)[0] for epoch in range(20)])
+    drawn = torch.cat([epoch_batches(len(groups), config, epoch, 0, 1, weights)[0] for epoch in range(20)])
     shares = [float(np.isin(drawn.numpy(), [i for i, g in enumerate(groups) if g == group]).mean())
               for group in ("a/x", "a/y", "b/x", "b/y")]
     assert all(abs(share - 0.25) < 0.03 for share in shares), shares

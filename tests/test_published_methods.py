@@ -13,7 +13,8 @@ from weakspot.cli import main
 from weakspot.errors import WeakspotError
 from weakspot.explainers.gradcam import XGradCam
 from weakspot.models import load_model
-from weakspot.training.loop import TrainConfig, _epoch_batches, fit
+from weakspot.training.loop import TrainConfig, fit
+from weakspot.training.steps import epoch_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,9 +55,9 @@ def test_sample_weights_draw_the_upweighted_images_in_proportion():
     weights = torch.ones(100)
     weights[:10] = 9.0  # 90 of 180 weight units: half of every epoch
     config = TrainConfig(batch_size=1000, seed=3)
-    drawn = torch.cat([_epoch_batches(100, config, epoch, 0, 1, weights)[0] for epoch in range(40)])
+    drawn = torch.cat([epoch_batches(100, config, epoch, 0, 1, weights)[0] for epoch in range(40)])
     assert len(drawn) == 4000 and abs(float((drawn < 10).float().mean()) - 0.5) < 0.04
-    assert torch.equal(_epoch_batches(100, config, 0, 0, 1, weights)[0], _epoch_batches(100, config, 0, 0, 1, weights)[0])
+    assert torch.equal(epoch_batches(100, config, 0, 0, 1, weights)[0], epoch_batches(100, config, 0, 0, 1, weights)[0])
     classifier = load_model("test_efficientnet", weights=None, class_names=["a", "b"], device="cpu")
     with pytest.raises(WeakspotError, match="sample weights"):
         fit(classifier, torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), config, sample_weights=torch.zeros(4))

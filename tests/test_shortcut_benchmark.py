@@ -6,17 +6,20 @@ import csv
 import importlib.util
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from weakspot.augment.adversarial import DEFAULT_SPREAD
+from weakspot.augment.adversarial import LoopConfig
+from weakspot.augment.baselines import METHODS
 from weakspot.cli import build_parser, main
 from weakspot.data import ImageSet, load_dataset
 from weakspot.errors import WeakspotError
 from weakspot.shortcut import build_shortcut_benchmark, make_shortcut_dataset, write_imageset
+from weakspot.training.cli import loop_config_from_args
 from weakspot.training.evaluation import group_accuracy
 
 
@@ -113,24 +116,26 @@ def load_benchmark_script() -> Any:
     return benchmark
 
 
-def test_the_benchmark_adversarial_row_is_the_library_default_written_out():
-    """The tables call the `adversarial` row the library's loop: its flags must parse to finetune's defaults,
-    and the previous default's row must differ from it in this session's choices only."""
+def test_the_benchmark_rows_run_the_default_loop_its_one_setting_ablations_and_every_method():
+    """What each row runs, read through finetune's own parser: the adversarial row is the default LoopConfig,
+    each ablation differs from it in exactly one setting, and every finetune method has a row."""
     benchmark = load_benchmark_script()
-    rows = {name: flags for name, _, flags in benchmark.METHODS}
     parser = build_parser()
-    base = ["finetune", "--data", "d", "--out", "o", "--method", "adversarial"]
-    defaults = {**vars(parser.parse_args(base)), "spread": DEFAULT_SPREAD}  # None: DEFAULT_SPREAD with transplants
-    assert vars(parser.parse_args([*base, *rows["adversarial"]])) == defaults
-    previous = vars(parser.parse_args([*base, *rows["adversarial-gate-retest"]]))
-    assert {key for key in defaults if previous[key] != defaults[key]} == {"retest_marginal"}
-    before = vars(parser.parse_args([*base, *rows["adversarial-lr-restart"]]))
-    assert {key for key in defaults if before[key] != defaults[key]} == {"gate_retest", "retest_marginal"}
-    earlier = vars(parser.parse_args([*base, *rows["adversarial-alternate-least2"]]))
-    assert {key for key in defaults if earlier[key] != defaults[key]} == {"alternate_grids", "fallback_grid",
-                                                                         "spread_lead", "lr_restart", "gate_retest",
-                                                                         "retest_marginal"}
-    assert vars(parser.parse_args([*base, *rows["adversarial-retest-marginal"]])) == defaults
+    base = ["finetune", "--data", "d", "--out", "o"]
+    configs = {}
+    for name, method, flags in benchmark.METHODS:
+        args = parser.parse_args([*base, "--method", method, *(flag.format(work="w") for flag in flags)])
+        assert args.method == method
+        if method == "adversarial":
+            configs[name] = asdict(loop_config_from_args(args))
+    default = asdict(LoopConfig())
+    assert configs.pop("adversarial") == default
+    for name, config in configs.items():
+        changed = {key for key in default if config[key] != default[key]}
+        assert changed == set(benchmark.LOOP_ABLATIONS[name]), name
+    assert len(configs) == len(benchmark.LOOP_ABLATIONS) >= 3
+    assert {method for _, method, _ in benchmark.METHODS} == set(METHODS)
+    assert len(benchmark.METHODS) <= 16
 
 
 def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):

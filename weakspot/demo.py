@@ -17,7 +17,7 @@ import torch
 from rich.table import Table
 
 from weakspot.attacks.cli import print_report
-from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.augment.adversarial import AdversarialAugment, LoopConfig
 from weakspot.bench import run_attacks
 from weakspot.data import ImageSet, split_indices
 from weakspot.explainers import create_explainer
@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
                              [bench.group_of(i, attributes) for i in range(len(bench))], seed=args.seed)
     report = build_report(erm.arch, "demo test images (ERM model)", records)
     print_report(report)
-    loop = AdversarialAugment(train.images, train.labels, budget=args.loop_budget, seed=args.seed)
+    loop = AdversarialAugment(train.images, train.labels, LoopConfig(budget=args.loop_budget), seed=args.seed)
     adversarial, adversarial_seconds = _fine_tune(train, args, loop)
     for entry in loop.history:
         console.print(f"adversarial round at epoch {entry.epoch:g}: {entry.attacked} images attacked, "
-                      f"fooled {entry.fooled}, {entry.seconds:.0f} s")
+                      f"kept {entry.kept}, {entry.seconds:.0f} s")
     before = evaluate_groups(erm, test, attributes, LABEL)
     after = evaluate_groups(adversarial, test, attributes, LABEL)
     table = Table(title="test accuracy per group: ERM vs adversarial fine-tuning")

@@ -12,13 +12,11 @@ global RNG (``fit`` saves its state in every checkpoint), and evaluate the model
 ``evaluation_mode(classifier)`` so scoring candidates does not move BatchNorm statistics.
 
 A method that needs a whole dataset per round (the adversarial loop: attack the training images, keep what
-fooled the model with its true label) has two ways in: give the transform a ``start_step(progress,
-classifier)`` method, which ``fit`` calls before every step with the epochs done so far (model in eval
-mode; after a resume too; returning True restarts the learning rate's decay once), to refresh its pool, and
-let ``__call__`` concatenate pool examples to each batch at a ratio; or call ``fit``
-/ ``train_classifier`` per round on the training images concatenated with the pool. ``METHODS`` maps ``weakspot finetune --method`` names to factories; "adversarial" is
-``weakspot.augment.adversarial.AdversarialAugment`` (the first way), or with ``restart`` the staged
-``weakspot.augment.restart.AdversarialRestart``. The published methods that train in
+fooled the model with its true label) gives the transform a ``start_step(progress, classifier)`` method,
+which ``fit`` calls before every step with the epochs done so far (model in eval mode; after a resume too;
+returning True restarts the learning rate's decay once), to refresh its pool, and lets ``__call__``
+concatenate pool examples to each batch at a ratio. ``METHODS`` maps ``weakspot finetune --method`` names to
+factories; "adversarial" is ``weakspot.augment.adversarial.AdversarialAugment``. The published methods that train in
 stages, MaskTune and JTT, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
 their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``), as are the oracles that are
 told the groups, group-balanced ERM and DFR (``weakspot.augment.oracles``).
@@ -35,7 +33,7 @@ import albumentations as A
 import torch
 import torch.nn.functional as F
 
-from weakspot.augment.restart import adversarial_method
+from weakspot.augment.adversarial import AdversarialAugment
 from weakspot.augment.jtt import Jtt
 from weakspot.augment.masktune import MaskTune
 from weakspot.augment.oracles import Dfr, GroupBalance, GroupDro
@@ -135,7 +133,7 @@ METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "cutout": Cutout,
     "worstofk": WorstOfK,
     "pgd": PgdTraining,
-    "adversarial": adversarial_method,  # needs images= and labels= (the training set it attacks)
+    "adversarial": AdversarialAugment,  # needs images= and labels= (the training set it attacks)
     "masktune": MaskTune,
     "jtt": Jtt,
     "groupbalance": GroupBalance,  # oracles: need groups= (training) or val_groups= (validation) group labels

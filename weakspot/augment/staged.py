@@ -1,5 +1,5 @@
-"""Methods that train in stages (MaskTune, JTT, the loop with restart): the contract, the one stage runner
-they share, and the identify-then-retrain shape of JTT and the restarted loop (``Retraining``).
+"""Methods that train in stages (MaskTune, JTT): the contract, the one stage runner they share, and JTT's
+identify-then-retrain shape (``Retraining``).
 
 A staged method is an object with ``fit(classifier, images, labels, config, val_images, val_labels, out_dir,
 resume, progress, meta, balance_recall) -> FitResult`` that calls ``weakspot.training.fit`` more than once (ERM
@@ -72,10 +72,9 @@ class StageRunner:
 
 class Retraining:
     """A method that learns from an identification model, then trains again from the initial weights (JTT:
-    the identification model's errors upweighted; the loop with restart: its round's pool and cues in the
-    stream). Subclasses give ``identify`` (the model to learn from, usually after the "identification"
-    stage) and ``prepare_retraining`` (the work done on it, JTT's error set or the loop's round, and what the
-    retraining gets from that: sample weights, a batch transform)."""
+    the identification model's errors upweighted). Subclasses give ``identify`` (the model to learn from,
+    usually after the "identification" stage) and ``prepare_retraining`` (the work done on it, such as JTT's
+    error set, and what the retraining gets from that: sample weights, a batch transform)."""
 
     details: dict[str, Any]
 

@@ -57,21 +57,21 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_finetune(parser: argparse.ArgumentParser) -> None:
-    from weakspot.augment.adversarial import (CONFLICT_MODES, DEFAULT_ALTERNATE_GRIDS, DEFAULT_ATTACKS,
-                                              DEFAULT_BUDGET, DEFAULT_CONFLICTS, DEFAULT_FALLBACK_GRID,
-                                              DEFAULT_FRACTION, DEFAULT_GATE, DEFAULT_GATE_RETEST,
-                                              DEFAULT_LR_RESTART, DEFAULT_RETEST_MARGINAL,
-                                              DEFAULT_GUIDANCE_SHIFT, DEFAULT_POOL_CHECK, DEFAULT_REFRESH,
-                                              DEFAULT_ROUNDS, DEFAULT_SPREAD,
-                                              DEFAULT_SPREAD_ERASE, DEFAULT_SPREAD_LEAD, DEFAULT_WARMUP,
-                                              SPREAD_ERASES, ZONE_BASE, ZONE_BASES, ZONE_GROWTH,
-                                              ZONE_LEAST, ZONE_SHARE)
-    from weakspot.augment.baselines import CUTOUT_FILLS, METHODS
-    from weakspot.augment.oracles import GROUPDRO_STEP
-    from weakspot.arguments import add_switch, comma_list, off_or_number, positive_int
+    from weakspot.augment.baselines import METHODS
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
+    _add_baseline_arguments(parser)
+    add_loop_arguments(parser)
+    parser.set_defaults(handler=lambda args: run(args, args.method))
+
+
+def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every method but the loop's (``add_loop_arguments``)."""
+    from weakspot.arguments import positive_int
+    from weakspot.augment.baselines import CUTOUT_FILLS
+    from weakspot.augment.oracles import GROUPDRO_STEP
+
     parser.add_argument("--cutout-area", type=float, default=0.06, help="cutout: occluded fraction of the image")
     parser.add_argument("--cutout-fill", default="random", choices=tuple(CUTOUT_FILLS))
     parser.add_argument("--k", type=positive_int, default=5, help="worstofk: random spatial variants per image")
@@ -90,99 +90,52 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dfr-base", default=None,
                         help="dfr: a trained weakspot checkpoint (e.g. an ERM run's last.pt) whose head is refitted, "
                              "instead of training ERM first")
-    parser.add_argument("--attacks", type=comma_list, default=list(DEFAULT_ATTACKS),
-                        help="adversarial: attacks that feed the loop (superpixel, block, button, crop, flip, ...)")
-    parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
-                        help=f"adversarial: queries per image and attack (default {DEFAULT_BUDGET})")
-    parser.add_argument("--fraction", type=float, default=DEFAULT_FRACTION,
-                        help=f"adversarial: share of training images attacked per round (default {DEFAULT_FRACTION})")
-    parser.add_argument("--mix-ratio", type=float, default=0.5, help="adversarial: pool images added per clean image in a batch")
-    parser.add_argument("--adv-warmup", type=float, default=DEFAULT_WARMUP,
-                        help=f"adversarial: epochs of plain training before the first round (default {DEFAULT_WARMUP}; "
-                             "fractional: mid-epoch)")
-    parser.add_argument("--refresh", type=float, default=DEFAULT_REFRESH,
-                        help=f"adversarial: epochs between attack rounds (default {DEFAULT_REFRESH})")
-    parser.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
-                        help=f"adversarial: at most this many attack rounds that keep something; a round that keeps "
-                             f"nothing is retried --refresh epochs later (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--cache-explanations", action="store_true",
-                        help="adversarial: reuse an image's explanation in later rounds (fewer queries, older ranking)")
-    parser.add_argument("--no-transplant", dest="transplant", action="store_false",
-                        help="adversarial: do not paste each erased cue into an image of another class")
-    parser.add_argument("--cues-only", action=argparse.BooleanOptionalAction, default=True,
-                        help="adversarial: keep an erasing removal only when its transplant fools the model too "
-                             "(default; needs transplants)")
-    parser.add_argument("--spread", type=float, default=None,
-                        help="adversarial: share of each batch's clean images that get the cue zone of a class confirmed "
-                             "in the last round pasted from a donor or filled (a coin flip, blind to the label; default "
-                             f"{DEFAULT_SPREAD}, 0 with --no-transplant); no queries")
-    parser.add_argument("--adv-restart", type=positive_int, default=None, metavar="EPOCHS",
-                        help="adversarial: train ERM for EPOCHS, run one round on that model, then train from the "
-                             "initial weights with what it kept (JTT's restart; --adv-warmup, --refresh and "
-                             "--rounds then do not apply)")
-    parser.add_argument("--cue-gate", type=off_or_number(lambda value: -1.0 <= value <= 1.0, "a number in [-1, 1]"), default=DEFAULT_GATE,
-                        help="adversarial: keep a class's cues only when their transplants flip other-class images "
-                             "this much more often than a same-size region elsewhere (share; default "
-                             f"{DEFAULT_GATE}; 'off' keeps every confirmed cue)")
-    parser.add_argument("--conflicts", default=DEFAULT_CONFLICTS, choices=(*CONFLICT_MODES, "off"),
-                        help="adversarial: after a round that confirmed cues, add to the pool the training images "
-                             "that conflict with them: 'errors' (default) the ones the model gets wrong, 'zone' "
-                             "those whose cue zone, filled, moves the model against their label")
-    parser.add_argument("--conflict-refresh", type=off_or_number(lambda value: value > 0, "epochs > 0"), default=None, metavar="EPOCHS",
-                        help="adversarial: find the pool's conflicting images again with the current model every "
-                             "EPOCHS after the round (default off: the round's model's alone)")
-    parser.add_argument("--accumulate-conflicts", action=argparse.BooleanOptionalAction, default=False,
-                        help="adversarial: with --conflict-refresh, keep the conflicting images found earlier "
-                             "beside the current model's (default: replace them)")
-    add_switch(parser, "--agreements", False,
-               "adversarial: add with each class's conflicting images as many of its other training images, so the "
-               "pool's natural images hold the cue as often as not")
-    parser.add_argument("--pool-check", type=off_or_number(lambda value: value > 0, "epochs > 0"),
-                        default=DEFAULT_POOL_CHECK, metavar="EPOCHS",
-                        help="adversarial: measure how the model reads the round's cues every EPOCHS after the "
-                             "round and keep the pool in the stream only while some class's cues still push images "
-                             f"towards it (default {DEFAULT_POOL_CHECK}; 'off' keeps it to the end; needs transplants)")
-    parser.add_argument("--spread-erase", default=DEFAULT_SPREAD_ERASE, choices=SPREAD_ERASES,
-                        help="adversarial: how the spread erases a cue: 'swap' in the zone of a batch image of "
-                             "another class, or 'fill' the zone with the cue's fill (default "
-                             f"{DEFAULT_SPREAD_ERASE})")
-    parser.add_argument("--spread-lead", type=off_or_number(lambda value: value > 0, "a number > 0"),
-                        default=DEFAULT_SPREAD_LEAD, metavar="LEAD",
-                        help="adversarial: scale the spread by the round's largest dependence-test lead over LEAD (at "
-                             "most 1), so a cue the model barely depends on gets fewer edits (default "
-                             f"{DEFAULT_SPREAD_LEAD or 'off'}; 'off' spreads at the full rate, as does --cue-gate off: "
-                             "no lead)")
-    parser.add_argument("--zone-share", type=float, default=ZONE_SHARE, metavar="SHARE",
-                        help="adversarial: a class's cue zone, which the spread pastes and erases, is the pixels at "
-                             f"least SHARE as covered by its cues as the most covered one (default {ZONE_SHARE}), or "
-                             "with --zone-base cues those SHARE of its cues cover")
-    parser.add_argument("--zone-base", default=ZONE_BASE, choices=ZONE_BASES,
-                        help=f"adversarial: what --zone-share is a share of (default {ZONE_BASE})")
-    parser.add_argument("--zone-least", type=int, default=ZONE_LEAST, metavar="CUES",
-                        help="adversarial: keep in the cue zone only the pixels at least CUES of its cues cover (or as "
-                             f"many as cover the most covered pixel, if fewer; default {ZONE_LEAST})")
-    parser.add_argument("--zone-growth", type=float, default=ZONE_GROWTH, metavar="SIDE",
-                        help=f"adversarial: grow the cue zone by SIDE of the image side (default {ZONE_GROWTH})")
-    add_switch(parser, "--guidance-shift", DEFAULT_GUIDANCE_SHIFT,
-               "adversarial: the round's box attacks explain each image on its own grid, shifted by a random share "
-               "of a cell, so a cue on a line of the regular grid is not missed on every image")
-    add_switch(parser, "--alternate-grids", DEFAULT_ALTERNATE_GRIDS,
-               "adversarial: each round explains on the other guidance grid than the round before (regular, "
-               "shifted, ...), so a retry after a round that confirmed nothing does not miss a cue the grid splits "
-               "again")
-    add_switch(parser, "--fallback-grid", DEFAULT_FALLBACK_GRID,
-               "adversarial: a round after the first that confirms nothing on its guidance grid explains its images "
-               "again on the other grid (regular or shifted) and keeps what that finds")
-    add_switch(parser, "--lr-restart", DEFAULT_LR_RESTART,
-               "adversarial: after the first round that keeps something the learning rate's decay starts again from "
-               "its peak over the rest of the run, so a cue confirmed late still has the steps to be unlearnt")
-    add_switch(parser, "--gate-retest", DEFAULT_GATE_RETEST,
-               "adversarial: a class whose cues passed the dependence test by less than twice the gate is tested "
-               "again on a second sample of training images, and kept only when the two leads average the gate")
-    add_switch(parser, "--retest-marginal", DEFAULT_RETEST_MARGINAL,
-               "adversarial: the retest attacks only its second sample's images of the marginal classes (a class's "
-               "cues come from its own images); the others are only recipients of the dependence test")
-    parser.set_defaults(handler=lambda args: run(args, args.method))
+
+
+def _knob_parser(annotation: str) -> Any:
+    """The argparse type of a ``LoopConfig`` field from its annotation: a comma list, an int or a float, and
+    'off' (None) where the field admits None."""
+    from weakspot.arguments import comma_list
+
+    if annotation.startswith("tuple"):
+        return comma_list
+    number = int if annotation.startswith("int") else float
+    optional = "None" in annotation
+
+    def parse(text: str) -> int | float | None:
+        if optional and text == "off":
+            return None
+        try:
+            return number(text)
+        except ValueError:
+            expected = ("an integer" if number is int else "a number") + (" or 'off'" if optional else "")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return parse
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``LoopConfig`` field, with its default and help from the field (the loop's one source)."""
+    from dataclasses import fields
+
+    from weakspot.augment.adversarial import LoopConfig
+
+    for item in fields(LoopConfig):
+        default = item.default
+        shown = "off" if default is None else ",".join(default) if isinstance(default, tuple) else default
+        parser.add_argument(item.metadata["flag"], dest=f"loop_{item.name}", metavar=item.name.upper(),
+                            type=_knob_parser(str(item.type)),
+                            default=default, help=f"adversarial: {item.metadata['help']} (default {shown})")
+
+
+def loop_config_from_args(args: argparse.Namespace) -> Any:
+    """The ``LoopConfig`` of ``add_loop_arguments``' flags, its attacks checked by name."""
+    from dataclasses import fields
+
+    from weakspot.attacks.cli import check_attack_names
+    from weakspot.augment.adversarial import LoopConfig
+
+    values = {item.name: getattr(args, f"loop_{item.name}") for item in fields(LoopConfig)}
+    return LoopConfig(**{**values, "attacks": tuple(check_attack_names(list(values["attacks"])))})
 
 
 def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
@@ -202,24 +155,8 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         return {"step_size": args.dro_step}
     if method == "dfr":
         return {"base": args.dfr_base, "seed": args.seed}
-    if method == "adversarial":
-        from weakspot.augment.adversarial import ZoneRule
-        from weakspot.attacks.cli import check_attack_names
-
-        # checked here: with --adv-warmup the first attack is built only after epochs of training
-        return {"attacks": check_attack_names(args.attacks), "budget": args.budget, "fraction": args.fraction,
-                "mix_ratio": args.mix_ratio, "warmup_epochs": args.adv_warmup, "refresh": args.refresh,
-                "rounds": args.rounds, "cache_explanations": args.cache_explanations, "transplant": args.transplant,
-                "cues_only": args.cues_only, "spread": args.spread, "gate": args.cue_gate,
-                "conflicts": None if args.conflicts == "off" else args.conflicts,
-                "conflict_refresh": args.conflict_refresh, "accumulate_conflicts": args.accumulate_conflicts,
-                "agreements": args.agreements, "pool_check": args.pool_check,
-                "spread_erase": args.spread_erase, "spread_lead": args.spread_lead,
-                "zone": ZoneRule(args.zone_share, args.zone_growth, args.zone_base, args.zone_least),
-                "guidance_shift": args.guidance_shift, "alternate_grids": args.alternate_grids,
-                "fallback_grid": args.fallback_grid, "lr_restart": args.lr_restart,
-                "gate_retest": args.gate_retest, "retest_marginal": args.retest_marginal, "seed": args.seed,
-                "restart": args.adv_restart}
+    if method == "adversarial":  # checked here: the first attack is built only after the warm-up's epochs
+        return {"config": loop_config_from_args(args), "seed": args.seed}
     return {}
 
 
@@ -273,18 +210,55 @@ def _print_results(results: dict[str, Any]) -> None:
         console.print(table)
 
 
+def _create_transform(args: argparse.Namespace, method: str, splits: dict[str, Any], label_name: str) -> Any:
+    """The method's training-stream transform or staged method, with the data it is told."""
+    from weakspot.augment.baselines import create_method
+
+    params = method_params(args, method) if hasattr(args, "method") else {}
+    if method == "adversarial":
+        params.update(images=splits["train"].images, labels=splits["train"].labels)
+    if method in GROUP_ORACLES:
+        params[GROUP_ORACLES[method][0]] = oracle_groups(splits, method, args, label_name)
+    return create_method(method, **params)
+
+
+def _results(args: argparse.Namespace, method: str, classifier: Any, result: Any, transform: Any,
+             splits: dict[str, Any], label_name: str, seconds: float, world_size: int) -> dict[str, Any]:
+    """What ``results.json`` holds: the run, the method's own details and accuracy per group of each split."""
+    from weakspot.augment.adversarial import AdversarialAugment
+    from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
+    from weakspot.training.evaluation import evaluate_groups
+
+    attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
+    results: dict[str, Any] = {
+        "method": method, "model": classifier.arch, "data": str(args.data), "size": args.size,
+        "epochs_run": len(result.history), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
+        "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
+        "train_seconds": seconds, "world_size": world_size, "history": result.history}
+    if isinstance(transform, AdversarialAugment):
+        results["loop_config"] = dataclasses.asdict(transform.config)
+        results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in transform.history]
+    if hasattr(transform, "details"):
+        results["method_details"] = transform.details
+    if result.recall_balance is not None:  # the model reported on is then balanced.pt
+        results["recall_balance"] = result.recall_balance
+    if "val" in splits:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
+        results["val"] = evaluate_groups(classifier, splits["val"], attributes, label_name)
+    for split in EVAL_SPLITS:
+        if split in splits:
+            group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]
+            results[split] = evaluate_groups(classifier, splits[split], group_attributes, label_name)
+    return results
+
+
 def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
     from weakspot.augment.adversarial import AdversarialAugment
-    from weakspot.augment.baselines import create_method
-    from weakspot.augment.restart import AdversarialRestart
     from weakspot.arguments import micro_batch_from_args
     from weakspot.distributed import finish_distributed, init_distributed
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_model
-    from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
-    from weakspot.training.evaluation import evaluate_groups
     from weakspot.training.loop import TrainConfig, fit
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -297,60 +271,35 @@ def run(args: argparse.Namespace, method: str) -> int:
     rank, device = init_distributed(args.device)
     try:
         splits = load_splits(args)
-        train = splits["train"]
+        train, val = splits["train"], splits.get("val")
         balance = None if args.balance_recall is None else args.balance_recall == "on"  # None: the loop decides
-        if "val" not in splits and (balance or (balance is None and method == "adversarial")):  # before any training
+        if val is None and (balance or (balance is None and method == "adversarial")):  # before any training
             raise WeakspotError(f"{args.data}: --balance-recall (on by default for the adversarial loop) fits on the "
                                 "validation split, and there is none; give one, or --balance-recall off")
-        params = method_params(args, method) if hasattr(args, "method") else {}
         label_name = args.label or "class"
-        if method == "adversarial":
-            params.update(images=train.images, labels=train.labels)
-        if method in GROUP_ORACLES:
-            params[GROUP_ORACLES[method][0]] = oracle_groups(splits, method, args, label_name)
-        transform = create_method(method, **params)
+        transform = _create_transform(args, method, splits, label_name)
         torch.manual_seed(args.seed)
         weights = None if args.weights == "none" else args.weights
         classifier = load_model(args.model if weights in (None, "imagenet") else None, weights=weights,
                                 class_names=train.class_names, device=device, micro_batch=micro_batch_from_args(args))
         if classifier.class_names != train.class_names:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
-        loop = transform.loop if isinstance(transform, AdversarialRestart) else transform
-        if isinstance(loop, AdversarialAugment):
-            loop.check(classifier)
-        val = splits.get("val")
+        if isinstance(transform, AdversarialAugment):
+            transform.check(classifier)
         started = time.perf_counter()
         run_meta = {"method": method, "data": str(args.data), "label": label_name}
         val_images, val_labels = (val.images, val.labels) if val else (None, None)
+        common = {"out_dir": args.out, "resume": args.resume, "progress": not args.no_progress, "meta": run_meta,
+                  "balance_recall": balance}
         if hasattr(transform, "fit"):  # a staged method (MaskTune, JTT) runs its own fits
-            result = transform.fit(classifier, train.images, train.labels, config, val_images, val_labels,
-                                   out_dir=args.out, resume=args.resume, progress=not args.no_progress, meta=run_meta,
-                                   balance_recall=balance)
+            result = transform.fit(classifier, train.images, train.labels, config, val_images, val_labels, **common)
         else:
             result = fit(classifier, train.images, train.labels, config, val_images=val_images, val_labels=val_labels,
-                         out_dir=args.out, resume=args.resume, transform=transform, progress=not args.no_progress,
-                         meta=run_meta, balance_recall=balance)
+                         transform=transform, **common)
         seconds = time.perf_counter() - started  # with the balance: part of the method's cost
         if not rank.is_main:
             return 0
-        attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
-        results: dict[str, Any] = {
-            "method": method, "model": classifier.arch, "data": str(args.data), "size": args.size,
-            "epochs_run": len(result.history), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
-            "val_accuracy": result.best_val_accuracy, "stopped_early": result.stopped_early,
-            "train_seconds": seconds, "world_size": rank.world_size, "history": result.history}
-        if isinstance(loop, AdversarialAugment):
-            results["adversarial_rounds"] = [dataclasses.asdict(entry) for entry in loop.history]
-        if hasattr(transform, "details"):
-            results["method_details"] = transform.details
-        if result.recall_balance is not None:  # the model reported on is then balanced.pt
-            results["recall_balance"] = result.recall_balance
-        if val is not None:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
-            results["val"] = evaluate_groups(classifier, val, attributes, label_name)
-        for split in EVAL_SPLITS:
-            if split in splits:
-                group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]
-                results[split] = evaluate_groups(classifier, splits[split], group_attributes, label_name)
+        results = _results(args, method, classifier, result, transform, splits, label_name, seconds, rank.world_size)
         atomic_write_json(f"{args.out}/{RESULTS_NAME}", results)
         _print_results(results)
         return 0
