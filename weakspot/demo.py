@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-from rich.table import Table
 
 from weakspot.attacks.cli import print_report
 from weakspot.augment.adversarial import AdversarialAugment, LoopConfig
@@ -26,7 +25,7 @@ from weakspot.models import Classifier, load_model
 from weakspot.report import build_report
 from weakspot.shortcut import CUE_GROUP, make_shortcut_dataset
 from weakspot.terminal import console
-from weakspot.training.evaluation import evaluate_groups
+from weakspot.training.evaluation import comparison_table, evaluate_groups
 from weakspot.training.loop import TrainConfig, fit
 
 DEMO_ATTACKS = ["superpixel", "block", "button", "crop", "flip", "pgd"]
@@ -112,14 +111,8 @@ def run(args: argparse.Namespace) -> int:
                       f"kept {entry.kept}, {entry.seconds:.0f} s")
     before = evaluate_groups(erm, test, attributes, LABEL)
     after = evaluate_groups(adversarial, test, attributes, LABEL)
-    table = Table(title="test accuracy per group: ERM vs adversarial fine-tuning")
-    for column in ("group", "n", "ERM", "adversarial"):
-        table.add_column(column, justify="left" if column == "group" else "right")
-    for row_before, row_after in zip(before["groups"], after["groups"]):
-        table.add_row(", ".join(f"{k}={v}" for k, v in row_before["group"].items()), str(row_before["n"]),
-                      f"{row_before['accuracy']:.1%}", f"{row_after['accuracy']:.1%}")
-    table.add_row("[bold]worst group[/]", "", f"{before['worst_group_accuracy']:.1%}", f"{after['worst_group_accuracy']:.1%}")
-    table.add_row("[bold]all[/]", str(before["n"]), f"{before['accuracy']:.1%}", f"{after['accuracy']:.1%}")
+    table = comparison_table("test accuracy per group: ERM vs adversarial fine-tuning",
+                             {"ERM": before, "adversarial": after})
     table.add_row("training seconds", "", f"{erm_seconds:.0f}", f"{adversarial_seconds:.0f}")
     console.print(table)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; figures in {out}/")

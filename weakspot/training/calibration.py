@@ -6,7 +6,7 @@ Why: the adversarial loop changes what the stream shows each class (cue-conflict
 zones), and its model can end leaning towards one class as a whole, not only on the cue (sticker seed 4, a tuning
 run: clean-test females 57% right, males 86%). One constant per class, fitted on the validation split's class
 labels (no group labels), moves only that balance. On the loop's ten tuning runs it raised the mean worst group
-from 55.1% to 57.3% at a clean-test accuracy 0.1 lower (docs/results.md, tenth session). ``worst_group_bias``,
+from 55.1% to 57.3% at a clean-test accuracy 0.1 lower (docs/results.md). ``worst_group_bias``,
 told the groups, gives the best any such shift can do (``scripts/recall_balance_probe.py --best-shift``).
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from weakspot.errors import WeakspotError
@@ -28,17 +29,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), none, or a weakspot checkpoint")
     parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, log.jsonl, results.json")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    parser.add_argument("--epochs", type=positive_int, default=5)
+    # The defaults are the protocol behind docs/results.md's numbers: 3 epochs, no early stopping, the last epoch
+    parser.add_argument("--epochs", type=positive_int, default=3)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch (split across torchrun ranks)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=3, help="early stopping on validation accuracy (0: off)")
-    parser.add_argument("--keep", default="best", choices=KEEP_CHOICES,
-                        help="weights the run ends with and is evaluated with: the best validation epoch's (default) or "
-                             "the last epoch's (a validation split drawn like the training split carries its shortcuts)")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="early stopping after this many epochs without a better validation accuracy (default 0: off)")
+    parser.add_argument("--keep", default="last", choices=KEEP_CHOICES,
+                        help="weights the run ends with and is evaluated with: the last epoch's (default; a validation "
+                             "split drawn like the training split carries its shortcuts) or the best validation epoch's")
     parser.add_argument("--balance-recall", choices=("on", "off"), default=None,
                         help="after training, shift each class's logit by a constant so that the validation split's "
                              f"per-class recalls are equal, and write the result to {BALANCED_CHECKPOINT} (default: "
@@ -192,22 +195,17 @@ def load_splits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_results(results: dict[str, Any]) -> None:
-    from rich.table import Table
-
+    """Each evaluated split's accuracy per group; beside the starting checkpoint's when the run started from one."""
     from weakspot.terminal import console
+    from weakspot.training.evaluation import comparison_table
 
+    start = results.get("start", {})
     for split in EVAL_SPLITS:
         report = results.get(split)
         if report is None:
             continue
-        table = Table(title=f"{results['method']}: {split} accuracy {report['accuracy']:.1%} on {report['n']} images")
-        table.add_column("group")
-        table.add_column("images", justify="right")
-        table.add_column("accuracy", justify="right")
-        for row in report["groups"]:
-            marker = " *" if row["group"] == report["worst_group"] else ""
-            table.add_row(", ".join(f"{k}={v}" for k, v in row["group"].items()), str(row["n"]), f"{row['accuracy']:.1%}{marker}")
-        console.print(table)
+        reports = {"start": start[split], results["method"]: report} if split in start else {results["method"]: report}
+        console.print(comparison_table(f"{split}: {report['n']} images", reports))
 
 
 def _create_transform(args: argparse.Namespace, method: str, splits: dict[str, Any], label_name: str) -> Any:
@@ -223,13 +221,10 @@ def _create_transform(args: argparse.Namespace, method: str, splits: dict[str, A
 
 
 def _results(args: argparse.Namespace, method: str, classifier: Any, result: Any, transform: Any,
-             splits: dict[str, Any], label_name: str, seconds: float, world_size: int) -> dict[str, Any]:
+             evaluate: Callable[[Any], dict[str, Any]], seconds: float, world_size: int) -> dict[str, Any]:
     """What ``results.json`` holds: the run, the method's own details and accuracy per group of each split."""
     from weakspot.augment.adversarial import AdversarialAugment
-    from weakspot.shortcut import CUE_GROUP, SPLIT_COLUMN
-    from weakspot.training.evaluation import evaluate_groups
 
-    attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
     results: dict[str, Any] = {
         "method": method, "model": classifier.arch, "data": str(args.data), "size": args.size,
         "epochs_run": len(result.history), "best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch,
@@ -242,13 +237,23 @@ def _results(args: argparse.Namespace, method: str, classifier: Any, result: Any
         results["method_details"] = transform.details
     if result.recall_balance is not None:  # the model reported on is then balanced.pt
         results["recall_balance"] = result.recall_balance
-    if "val" in splits:  # per group too: what JTT's hyperparameters are tuned on (validation worst group)
-        results["val"] = evaluate_groups(classifier, splits["val"], attributes, label_name)
-    for split in EVAL_SPLITS:
-        if split in splits:
-            group_attributes = attributes if split == "test" else [a for a in attributes if a != CUE_GROUP]
-            results[split] = evaluate_groups(classifier, splits[split], group_attributes, label_name)
+    results.update(evaluate(classifier))
     return results
+
+
+def _evaluate_splits(classifier: Any, splits: dict[str, Any], attributes: list[str], label_name: str
+                     ) -> dict[str, Any]:
+    """Accuracy per group of the validation split (what JTT's hyperparameters are tuned on) and the test splits;
+    a clean test split has no cue column to group by."""
+    from weakspot.shortcut import CUE_GROUP
+    from weakspot.training.evaluation import evaluate_groups
+
+    reports = {}
+    for split in ("val", *EVAL_SPLITS):
+        if split in splits:
+            group_attributes = [a for a in attributes if a != CUE_GROUP] if split == "clean_test" else attributes
+            reports[split] = evaluate_groups(classifier, splits[split], group_attributes, label_name)
+    return reports
 
 
 def run(args: argparse.Namespace, method: str) -> int:
@@ -259,6 +264,7 @@ def run(args: argparse.Namespace, method: str) -> int:
     from weakspot.distributed import finish_distributed, init_distributed
     from weakspot.fileio import atomic_write_json
     from weakspot.models import load_model
+    from weakspot.shortcut import SPLIT_COLUMN
     from weakspot.training.loop import TrainConfig, fit
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -286,6 +292,13 @@ def run(args: argparse.Namespace, method: str) -> int:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
         if isinstance(transform, AdversarialAugment):
             transform.check(classifier)
+        attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
+
+        def evaluate(model: Any) -> dict[str, Any]:
+            return _evaluate_splits(model, splits, attributes, label_name)
+
+        # a run from a checkpoint ends with the starting model's groups beside the result's (same splits, groups)
+        start = evaluate(classifier) if weights not in (None, "imagenet") and rank.is_main else None
         started = time.perf_counter()
         run_meta = {"method": method, "data": str(args.data), "label": label_name}
         val_images, val_labels = (val.images, val.labels) if val else (None, None)
@@ -299,7 +312,9 @@ def run(args: argparse.Namespace, method: str) -> int:
         seconds = time.perf_counter() - started  # with the balance: part of the method's cost
         if not rank.is_main:
             return 0
-        results = _results(args, method, classifier, result, transform, splits, label_name, seconds, rank.world_size)
+        results = _results(args, method, classifier, result, transform, evaluate, seconds, rank.world_size)
+        if start is not None:
+            results["start"] = {"checkpoint": str(args.weights), **start}
         atomic_write_json(f"{args.out}/{RESULTS_NAME}", results)
         _print_results(results)
         return 0

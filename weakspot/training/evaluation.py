@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from rich.table import Table
 
 from weakspot.data import ImageSet
 from weakspot.errors import WeakspotError
@@ -42,3 +43,23 @@ def group_accuracy(correct: torch.Tensor, imageset: ImageSet, attributes: Sequen
 def evaluate_groups(classifier: Classifier, imageset: ImageSet, attributes: Sequence[str], label_name: str) -> dict[str, Any]:
     predicted, _ = classifier.predict(imageset.images)
     return group_accuracy(predicted == imageset.labels, imageset, attributes, label_name)
+
+
+def comparison_table(title: str, reports: Mapping[str, dict[str, Any]]) -> Table:
+    """Accuracy per group of one split under several models (``group_accuracy`` reports of the same images), then
+    the worst group and all images: the table ``finetune`` and the demo print. The first model's worst group is
+    starred."""
+    names = list(reports)
+    first = reports[names[0]]
+    table = Table(title=title)
+    table.add_column("group")
+    table.add_column("images", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for index, row in enumerate(first["groups"]):
+        marker = " *" if row["group"] == first["worst_group"] else ""
+        table.add_row(", ".join(f"{key}={value}" for key, value in row["group"].items()) + marker, str(row["n"]),
+                      *(f"{reports[name]['groups'][index]['accuracy']:.1%}" for name in names))
+    table.add_row("[bold]worst group[/]", "", *(f"{reports[name]['worst_group_accuracy']:.1%}" for name in names))
+    table.add_row("[bold]all[/]", str(first["n"]), *(f"{reports[name]['accuracy']:.1%}" for name in names))
+    return table
