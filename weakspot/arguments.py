@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from weakspot.data import ImageSet
-    from weakspot.models import Classifier
+    from weakspot.classifier import Classifier
 
 MAX_SEED = 2**32 - 1
 SPLITS = ("train", "val", "test", "clean_test")  # clean_test: only in manifests with a split column
@@ -129,8 +129,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, plain_required: bool = 
 
 def classifier_from_args(args: argparse.Namespace, device: str | torch.device | None = None) -> Classifier:
     """The model of ``add_model_arguments``' flags on ``device`` (default ``--device``). A weakspot checkpoint
-    given with flags that disagree with it is refused (see ``weakspot.models.load_classifier``)."""
-    from weakspot.models import load_classifier
+    given with flags that disagree with it is refused (see ``weakspot.checkpoints.load_classifier``)."""
+    from weakspot.checkpoints import load_classifier
 
     return load_classifier(args.checkpoint, arch=args.model, class_names=args.classes, input_size=args.input_size,
                            mean=args.mean, std=args.std, device=args.device if device is None else device,

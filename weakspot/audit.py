@@ -22,10 +22,10 @@ from weakspot.arguments import (add_data_arguments, add_model_arguments, add_run
                                 comma_list, dataset_from_args, positive_int)
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, print_report
 from weakspot.bench import CURVES_NAME, run_attacks, write_figures
+from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json, check_output_file
-from weakspot.models import Classifier
 from weakspot.report import build_report
 from weakspot.terminal import console, error_console
 

@@ -20,11 +20,11 @@ from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
 from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
                                 comma_list, dataset_from_args, positive_int)
+from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json
-from weakspot.models import Classifier
 from weakspot.report import AttackRecords, BenchRecords, build_report
 from weakspot.terminal import console
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from weakspot.attacks import create_attack
 from weakspot.attacks.base import AttackResult
+from weakspot.classifier import Classifier, Preprocessing
 from weakspot.fileio import atomic_write
-from weakspot.models import Classifier, Preprocessing
 
 DEFAULT_FAILURE_DIR = Path("weakspot-failures")
 MAX_LISTED = 10

@@ -11,7 +11,7 @@ from weakspot.attacks.base import Attack, AttackResult, Perturbation
 from weakspot.attacks.geometric import CropAttack, FlipAttack, SpatialAttack
 from weakspot.attacks.gradient import FgsmAttack, PgdAttack
 from weakspot.attacks.occlusion import BlockAttack, ButtonAttack, SuperpixelAttack
-from weakspot.models import Classifier
+from weakspot.classifier import Classifier
 from weakspot.registry import create_from
 
 ATTACKS: dict[str, type[Attack]] = {

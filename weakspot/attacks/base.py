@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from weakspot.models import Classifier
+from weakspot.classifier import Classifier
 
 
 @dataclass(frozen=True)

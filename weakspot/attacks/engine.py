@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from weakspot.attacks.base import Perturbation
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier
 
 DEFAULT_CHUNK_BATCHES = 4
 DEFAULT_MAX_IN_FLIGHT = 4

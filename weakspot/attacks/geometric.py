@@ -14,8 +14,8 @@ import torch
 from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals
 from weakspot.attacks.proposals import AffineProposals, outside_fraction
 from weakspot.attacks.search import SearchAttack, check_fractions, check_positive_int
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier
 
 MIN_CROP_SCALE = 0.6
 

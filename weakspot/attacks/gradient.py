@@ -19,8 +19,8 @@ from weakspot.attacks.base import Attack, AttackResult, Perturbation
 from weakspot.attacks.engine import finite_rows, fooling
 from weakspot.attacks.search import (build_result, check_inputs, check_positive_int, clean_pass,
                                      correctly_classified)
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier
 
 CHANGED_PIXEL = 1e-6
 

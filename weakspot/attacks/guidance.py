@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.explainers import EXPLAINERS, Attribution, create_explainer
 from weakspot.explainers.base import pad_scores, scores_to_heatmap
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier
 
 
 class GuidanceCache:

@@ -15,9 +15,9 @@ from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals
 from weakspot.attacks.guidance import GuidanceCache, box_mass, check_explainer, explain_per_fill
 from weakspot.attacks.proposals import BoxProposals, SegmentProposals
 from weakspot.attacks.search import SearchAttack, check_fills, check_fractions, check_positive_int
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
 from weakspot.explainers import Attribution
-from weakspot.models import Classifier
 from weakspot.segmentation import SEGMENTATION_METHODS, segment
 
 BLOCK_SEARCHES = ("guided", "exhaustive", "random")

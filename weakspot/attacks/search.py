@@ -17,9 +17,9 @@ import torch
 
 from weakspot.attacks.base import Attack, AttackResult, Perturbation
 from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals, finite_rows, fooling, search
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
 from weakspot.fills import FILLS
-from weakspot.models import Classifier
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from weakspot.classifier import Classifier
 from weakspot.explainers.base import Attribution, Explainer
 from weakspot.explainers.gradcam import GradCam, XGradCam
 from weakspot.explainers.lime import Lime
 from weakspot.explainers.occlusion import Occlusion
 from weakspot.explainers.shap import KernelShap, ShapPartition
-from weakspot.models import Classifier
 from weakspot.registry import create_from
 
 EXPLAINERS: dict[str, type[Explainer]] = {

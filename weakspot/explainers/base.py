@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
 from weakspot.fills import FILLS, fill_images
-from weakspot.models import Classifier
 from weakspot.segmentation import segment
 
 SEGMENT_MEAN = "segment-mean"

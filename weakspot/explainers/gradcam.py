@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weakspot.classifier import Classifier
 from weakspot.errors import WeakspotError
 from weakspot.explainers.base import Explainer, segment_sums
-from weakspot.models import Classifier
 
 
 def last_conv_stage(model: nn.Module) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.explainers.base import (SEGMENT_MEAN, Explainer, check_fill, coalition_probabilities,
                                       explainer_fill, pad_scores, segment_counts)
-from weakspot.models import Classifier
 
 
 def lime_masks(num_segments: int, num_samples: int, seed: int) -> torch.Tensor:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.explainers.base import Attribution, check_fill, coalition_probabilities, explainer_fill
-from weakspot.models import Classifier
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.explainers.base import (Explainer, check_fill, coalition_probabilities, explainer_fill,
                                        pad_scores, segment_counts)
-from weakspot.models import Classifier
 
 
 class Occlusion(Explainer):

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import torch
 
+from weakspot.classifier import Classifier
 from weakspot.explainers.base import (Explainer, check_fill, coalition_probabilities, explainer_fill, pad_scores,
                                       segment_counts, segment_sums)
-from weakspot.models import Classifier
 
 MAX_EXACT_SEGMENTS = 12
 
