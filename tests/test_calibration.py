@@ -56,10 +56,18 @@ def test_balance_recall_moves_the_head_bias_so_a_saved_model_carries_it(tmp_path
     assert abs(float((predicted[labels == 1] == 1).float().mean()) - details["recall_after"]["b"]) < 1e-6
 
 
-def test_a_model_without_a_linear_head_is_refused():
-    classifier = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), "toy", ["a", "b"])
-    with pytest.raises(WeakspotError, match="no linear classifier head"):
-        balance_recall(classifier, torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 0, 1]))
+def test_any_linear_last_layer_is_balanced_and_other_heads_are_refused():
+    """A head found without timm's accessor (a torchvision-style model) is balanced like timm's; a last linear
+    layer without a bias, one with a layer after it, or none at all is refused in one line."""
+    images, labels = torch.rand(40, 3, 4, 4), torch.arange(40) % 2
+    plain = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), "toy", ["a", "b"])
+    assert set(balance_recall(plain, images, labels)["bias"]) == {"a", "b"}
+    refused = {"no linear last layer": nn.Sequential(nn.Flatten(), nn.Linear(48, 2, bias=False)),
+               "not its last layer": nn.Sequential(nn.Flatten(), nn.Linear(48, 2), nn.Tanh()),
+               "no linear last layer with a bias": nn.Sequential(nn.Conv2d(3, 2, 4), nn.Flatten())}
+    for message, net in refused.items():
+        with pytest.raises(WeakspotError, match=f"recall balance: .*{message}"):
+            balance_recall(Classifier(net, "toy", ["a", "b"]), images, labels)
 
 
 def test_the_worst_group_bias_raises_the_worst_group_where_equal_recalls_do_not():

@@ -65,8 +65,8 @@ def test_a_number_or_off_flag_reads_off_as_none(text, value):
     assert off_or_number(lambda number: -1.0 <= number <= 1.0, "a number in [-1, 1]")(text) == value
 
 
-@pytest.mark.parametrize("flag, text", [("--cue-gate", "1.5"), ("--cue-gate", "none"), ("--conflict-refresh", "0"),
-                                        ("--conflict-refresh", "nan"), ("--pool-check", "-1")])
+@pytest.mark.parametrize("flag, text", [("--cue-gate", "1.5"), ("--cue-gate", "none"), ("--pool-check", "0"),
+                                        ("--pool-check", "nan"), ("--pool-check", "-1"), ("--rounds", "0")])
 def test_out_of_range_loop_flags_exit_2_naming_the_flag(flag, text, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["finetune", "--method", "adversarial", flag, text])

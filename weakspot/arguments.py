@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from weakspot.classifier import Classifier
 
 MAX_SEED = 2**32 - 1
+DEFAULT_SIZE = 96  # image side when neither --size nor a checkpoint's input size says otherwise
 SPLITS = ("train", "val", "test", "clean_test")  # clean_test: only in manifests with a split column
 
 
@@ -132,9 +133,26 @@ def classifier_from_args(args: argparse.Namespace, device: str | torch.device | 
     given with flags that disagree with it is refused (see ``weakspot.checkpoints.load_classifier``)."""
     from weakspot.checkpoints import load_classifier
 
-    return load_classifier(args.checkpoint, arch=args.model, class_names=args.classes, input_size=args.input_size,
-                           mean=args.mean, std=args.std, device=args.device if device is None else device,
-                           micro_batch=micro_batch_from_args(args))
+    classifier = load_classifier(args.checkpoint, arch=args.model, class_names=args.classes,
+                                 input_size=args.input_size, mean=args.mean, std=args.std,
+                                 device=args.device if device is None else device,
+                                 micro_batch=micro_batch_from_args(args))
+    settle_size(args, classifier.preprocessing.input_size)
+    return classifier
+
+
+def settle_size(args: argparse.Namespace, input_size: int | None) -> None:
+    """``args.size`` from the model's input size when ``--size`` was not given (else ``DEFAULT_SIZE``): images
+    loaded at another side than the network's are resized, losing detail or adding none. Both given and
+    different is allowed, with a one-line warning."""
+    if not hasattr(args, "size"):  # a command that loads no images
+        return
+    if args.size is None:
+        args.size = input_size or DEFAULT_SIZE
+    elif input_size is not None and args.size != input_size:
+        error_console.print(f"weakspot: warning: --size {args.size} differs from the model's input size "
+                            f"{input_size}; images are loaded at {args.size} px and resized to {input_size}",
+                            highlight=False, markup=False, soft_wrap=True)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True, split: bool = False) -> None:
@@ -142,7 +160,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True, s
     parser.add_argument("--data", required=required, help="ImageFolder tree, a folder with labels.csv, or a CSV manifest")
     parser.add_argument("--label", default=None, help="label column of a CSV manifest (e.g. gender)")
     parser.add_argument("--groups", type=comma_list, default=[], help="comma-separated group columns (e.g. gender,race)")
-    parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
+    parser.add_argument("--size", type=image_size, default=None,
+                        help=f"image side in pixels (default: the model's input size, else {DEFAULT_SIZE})")
     parser.add_argument("--max-images", type=positive_int, default=None, help="load a seeded random subset")
     if split:
         parser.add_argument("--split", choices=SPLITS, default=None,
@@ -176,7 +195,7 @@ def dataset_from_args(args: argparse.Namespace) -> ImageSet:
     if split and SPLIT_COLUMN in manifest_columns(args.data) and SPLIT_COLUMN not in groups:
         groups = [*groups, SPLIT_COLUMN]
     seed = getattr(args, "seed", 0)
-    imageset = load_dataset(args.data, size=args.size, label=args.label, groups=groups,
+    imageset = load_dataset(args.data, size=args.size or DEFAULT_SIZE, label=args.label, groups=groups,
                             max_images=args.max_images, seed=seed)
     if imageset.skipped:
         first_path, first_reason = imageset.skipped[0]

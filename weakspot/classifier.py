@@ -194,10 +194,27 @@ class Classifier:
         return save_checkpoint(path, self, meta=meta, extra_state=extra_state)
 
 
-def linear_head(classifier: Classifier, user: str) -> nn.Linear:
-    """The classifier's linear head with a bias (timm's ``get_classifier``), which ``user`` (the class-bias
-    balance, DFR) rewrites in place; any other head fails in one line naming ``user``."""
-    head = classifier.model.get_classifier() if hasattr(classifier.model, "get_classifier") else None
-    if not isinstance(head, nn.Linear) or head.bias is None:
-        raise WeakspotError(f"{user}: the '{classifier.arch}' model has no linear classifier head with a bias")
+def linear_head(classifier: Classifier, user: str, probe: torch.Tensor) -> nn.Linear:
+    """The classifier's last layer, when it is a linear layer with a bias whose outputs are the logits: timm's
+    ``get_classifier()``, else the network's last ``nn.Linear`` with one output per class (torchvision's ``fc``,
+    ``classifier[-1]``, ``heads.head``). ``user`` (the class-bias balance, DFR) rewrites it in place, so a layer
+    with anything after it (the logits not its outputs, as seen on the ``probe`` images) is refused too: one line
+    naming ``user``."""
+    model = classifier.model
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Linear):
+        linears = [module for module in model.modules()
+                   if isinstance(module, nn.Linear) and module.out_features == len(classifier.class_names)]
+        head = linears[-1] if linears else None
+    if head is None or head.bias is None:
+        raise WeakspotError(f"{user}: the '{classifier.arch}' model has no linear last layer with a bias")
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda module, inputs, output: captured.append(output.detach().float().cpu()))
+    try:
+        probabilities = classifier.predict_proba(probe)
+    finally:
+        hook.remove()
+    if not captured or not torch.allclose(captured[-1].softmax(dim=1), probabilities.float().cpu(), atol=1e-4):
+        raise WeakspotError(f"{user}: the last linear layer of the '{classifier.arch}' model is not its last layer "
+                            "(its outputs are not the model's logits)")
     return head

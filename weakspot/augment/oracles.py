@@ -147,7 +147,7 @@ class GroupDro(GroupBalance):
 
 def penultimate_features(classifier: Classifier, images: torch.Tensor) -> tuple[np.ndarray, nn.Linear]:
     """What the classifier's linear head sees for each image (N, D), read by a hook on the head, and the head."""
-    head = linear_head(classifier, "dfr")
+    head = linear_head(classifier, "dfr", images[:1])
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach().float().cpu()))
     try:

@@ -8,19 +8,18 @@ from typing import Any
 from weakspot.errors import WeakspotError
 
 METHODS = ("lime", "shap", "shap-partition", "gradcam", "occlusion")
-DEFAULT_SIZE = 96
 SAMPLES_PARAMETER = {"lime": "num_samples", "shap": "num_samples", "shap-partition": "max_evals"}  # what --samples sets
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from weakspot.arguments import add_model_arguments, add_runtime_arguments, positive_int
+    from weakspot.arguments import DEFAULT_SIZE, add_model_arguments, add_runtime_arguments, image_size, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("--image", required=True, help="the image to explain")
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--out", required=True, help="PNG to write (atomically)")
-    parser.add_argument("--size", type=positive_int, default=None,
-                        help=f"image side in pixels (default: the checkpoint's input size, else {DEFAULT_SIZE})")
+    parser.add_argument("--size", type=image_size, default=None,
+                        help=f"image side in pixels (default: the model's input size, else {DEFAULT_SIZE})")
     parser.add_argument("--segments", type=positive_int, default=50, help="about this many superpixels (default 50)")
     parser.add_argument("--segmentation", default="slic", choices=("slic", "grid"))
     parser.add_argument("--samples", type=positive_int, default=None,
@@ -71,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from weakspot.explainers.figures import explanation_figure, save_figure
 
     classifier = classifier_from_args(args)
-    size = args.size or classifier.preprocessing.input_size or DEFAULT_SIZE
-    image = read_image(args.image, size)
+    image = read_image(args.image, args.size)
     target = _target_index(args.target, classifier.class_names)
     torch.manual_seed(args.seed)
     params = explainer_params(args.method, args.segments, args.segmentation, args.samples, args.fill, args.seed)

@@ -83,7 +83,7 @@ def worst_group_accuracy(predicted: torch.Tensor, labels: torch.Tensor, groups: 
 def balance_recall(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Fit ``equal_recall_bias`` on (images, labels) and add it to the classifier's head in place, so the
     checkpoint it saves carries it; returns the biases and the recalls before and after, per class name."""
-    head = linear_head(classifier, "recall balance")
+    head = linear_head(classifier, "recall balance", images[:1])
     logits, labels = image_logits(classifier, images), labels.cpu()
     bias = equal_recall_bias(logits, labels)
     classes = labels.unique()

@@ -95,10 +95,12 @@ def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
                              "instead of training ERM first")
 
 
-def _knob_parser(annotation: str) -> Any:
-    """The argparse type of a ``LoopConfig`` field from its annotation: a comma list, an int or a float, and
-    'off' (None) where the field admits None."""
+def _knob_parser(name: str, annotation: str) -> Any:
+    """The argparse type of the ``LoopConfig`` field ``name`` from its annotation (a comma list, an int or a float,
+    and 'off' (None) where the field admits None), refusing what ``LoopConfig`` refuses, so a bad value is an error
+    on its flag before anything runs."""
     from weakspot.arguments import comma_list
+    from weakspot.augment.adversarial import LoopConfig
 
     if annotation.startswith("tuple"):
         return comma_list
@@ -106,13 +108,15 @@ def _knob_parser(annotation: str) -> Any:
     optional = "None" in annotation
 
     def parse(text: str) -> int | float | None:
-        if optional and text == "off":
-            return None
         try:
-            return number(text)
-        except ValueError:
-            expected = ("an integer" if number is int else "a number") + (" or 'off'" if optional else "")
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+            value = None if optional and text == "off" else number(text)
+            LoopConfig(**{name: value})
+        except (ValueError, WeakspotError) as error:
+            needs = (str(error).partition("needs ")[2] if isinstance(error, WeakspotError)
+                     else "an integer" if number is int else "a number")
+            alternative = " or 'off'" if optional else ""
+            raise argparse.ArgumentTypeError(f"expected {needs}{alternative}, got {text}") from None
+        return value
     return parse
 
 
@@ -126,7 +130,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
         default = item.default
         shown = "off" if default is None else ",".join(default) if isinstance(default, tuple) else default
         parser.add_argument(item.metadata["flag"], dest=f"loop_{item.name}", metavar=item.name.upper(),
-                            type=_knob_parser(str(item.type)),
+                            type=_knob_parser(item.name, str(item.type)),
                             default=default, help=f"adversarial: {item.metadata['help']} (default {shown})")
 
 
@@ -205,7 +209,8 @@ def _print_results(results: dict[str, Any]) -> None:
         if report is None:
             continue
         reports = {"start": start[split], results["method"]: report} if split in start else {results["method"]: report}
-        console.print(comparison_table(f"{split}: {report['n']} images", reports))
+        title = f"{results['method']}: {split} accuracy {report['accuracy']:.1%} on {report['n']} images"
+        console.print(comparison_table(title, reports))
 
 
 def _create_transform(args: argparse.Namespace, method: str, splits: dict[str, Any], label_name: str) -> Any:
@@ -260,10 +265,10 @@ def run(args: argparse.Namespace, method: str) -> int:
     import torch
 
     from weakspot.augment.adversarial import AdversarialAugment
-    from weakspot.arguments import micro_batch_from_args
+    from weakspot.arguments import micro_batch_from_args, settle_size
     from weakspot.distributed import finish_distributed, init_distributed
     from weakspot.fileio import atomic_write_json
-    from weakspot.models import load_model
+    from weakspot.models import linear_head, load_model
     from weakspot.shortcut import SPLIT_COLUMN
     from weakspot.training.loop import TrainConfig, fit
 
@@ -276,6 +281,12 @@ def run(args: argparse.Namespace, method: str) -> int:
         torch.set_num_threads(args.threads)
     rank, device = init_distributed(args.device)
     try:
+        weights = None if args.weights == "none" else args.weights
+        pretrained = weights in (None, "imagenet")
+        micro_batch = micro_batch_from_args(args)
+        # a checkpoint is loaded before the data: its input size is the images' default side
+        classifier = None if pretrained else load_model(None, weights=weights, device=device, micro_batch=micro_batch)
+        settle_size(args, None if classifier is None else classifier.preprocessing.input_size)
         splits = load_splits(args)
         train, val = splits["train"], splits.get("val")
         balance = None if args.balance_recall is None else args.balance_recall == "on"  # None: the loop decides
@@ -285,11 +296,15 @@ def run(args: argparse.Namespace, method: str) -> int:
         label_name = args.label or "class"
         transform = _create_transform(args, method, splits, label_name)
         torch.manual_seed(args.seed)
-        weights = None if args.weights == "none" else args.weights
-        classifier = load_model(args.model if weights in (None, "imagenet") else None, weights=weights,
-                                class_names=train.class_names, device=device, micro_batch=micro_batch_from_args(args))
-        if classifier.class_names != train.class_names:
+        if classifier is None:
+            classifier = load_model(args.model, weights=weights, class_names=train.class_names, device=device,
+                                    micro_batch=micro_batch)
+        elif classifier.class_names != train.class_names:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
+        if balance or (balance is None and method == "adversarial"):  # refused now, not after the training
+            linear_head(classifier, "the class-bias balance (--balance-recall)", train.images[:1])
+        if method == "dfr" and not args.dfr_base:
+            linear_head(classifier, "dfr", train.images[:1])
         if isinstance(transform, AdversarialAugment):
             transform.check(classifier)
         attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
@@ -298,7 +313,7 @@ def run(args: argparse.Namespace, method: str) -> int:
             return _evaluate_splits(model, splits, attributes, label_name)
 
         # a run from a checkpoint ends with the starting model's groups beside the result's (same splits, groups)
-        start = evaluate(classifier) if weights not in (None, "imagenet") and rank.is_main else None
+        start = None if pretrained or not rank.is_main else evaluate(classifier)
         started = time.perf_counter()
         run_meta = {"method": method, "data": str(args.data), "label": label_name}
         val_images, val_labels = (val.images, val.labels) if val else (None, None)
