@@ -58,13 +58,6 @@ def test_command_modules_do_not_import_the_dispatcher():
     assert not {name for name in imported_modules(package / "arguments.py") if name.endswith("cli")}
 
 
-@pytest.mark.parametrize("text, value", [("off", None), ("0.5", 0.5), ("-1", -1.0)])
-def test_a_number_or_off_flag_reads_off_as_none(text, value):
-    from weakspot.arguments import off_or_number
-
-    assert off_or_number(lambda number: -1.0 <= number <= 1.0, "a number in [-1, 1]")(text) == value
-
-
 @pytest.mark.parametrize("flag, text", [("--cue-gate", "1.5"), ("--cue-gate", "none"), ("--pool-check", "0"),
                                         ("--pool-check", "nan"), ("--pool-check", "-1"), ("--rounds", "0")])
 def test_out_of_range_loop_flags_exit_2_naming_the_flag(flag, text, capsys):

@@ -33,21 +33,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def off_or_number(valid: Callable[[float], bool], expected: str) -> Callable[[str], float | None]:
-    """An argparse type for a number that ``valid`` accepts, or 'off' (None): a feature's strength or off."""
-    def parse(text: str) -> float | None:
-        if text == "off":
-            return None
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not valid(value):
-            raise argparse.ArgumentTypeError(f"expected {expected} or 'off', got {text!r}")
-        return value
-    return parse
-
-
 def seed_int(text: str) -> int:
     """A seed every generator we use accepts (numpy refuses negatives, lime's RandomState needs < 2**32)."""
     value = int(text)
