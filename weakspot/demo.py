@@ -20,12 +20,12 @@ from weakspot.augment.adversarial import AdversarialAugment, LoopConfig
 from weakspot.bench import run_attacks
 from weakspot.data import ImageSet, split_indices
 from weakspot.explainers import create_explainer
-from weakspot.explainers.figures import explanation_figure, save_figure
+from weakspot.explainers.figures import comparison_figure, explanation_figure, save_figure
 from weakspot.models import Classifier, load_model
 from weakspot.report import build_report
 from weakspot.shortcut import CUE_GROUP, make_shortcut_dataset
 from weakspot.terminal import console
-from weakspot.training.evaluation import comparison_table, evaluate_groups
+from weakspot.training.evaluation import comparison_table, evaluate_groups, group_keys
 from weakspot.training.loop import TrainConfig, fit
 
 DEMO_ATTACKS = ["superpixel", "block", "button", "crop", "flip", "pgd"]
@@ -93,6 +93,19 @@ def _explain(classifier: Classifier, test: ImageSet, out: Path) -> None:
         console.print(f"explanation ({method}): {path}")
 
 
+def _before_after(erm: Classifier, adversarial: Classifier, test: ImageSet, attributes: list[str],
+                  worst_group: dict[str, str], out: Path) -> None:
+    """The first test image of ERM's worst group, explained for its true class by both models."""
+    wanted = tuple(worst_group[attribute] for attribute in attributes)
+    index = next(i for i, key in enumerate(group_keys(test, attributes, LABEL)) if key == wanted)
+    image, label = test.images[index:index + 1], test.labels[index:index + 1]
+    attributions = {name: create_explainer("occlusion", model)(image, target=label)
+                    for name, model in (("ERM", erm), ("adversarial", adversarial))}
+    path = save_figure(comparison_figure(image[0], attributions, 0, test.class_names), out / "before_after.png")
+    group = ", ".join(f"{key}={value}" for key, value in worst_group.items())
+    console.print(f"before/after explanation of a test image of ERM's worst group ({group}): {path}")
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
@@ -111,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                       f"kept {entry.kept}, {entry.seconds:.0f} s")
     before = evaluate_groups(erm, test, attributes, LABEL)
     after = evaluate_groups(adversarial, test, attributes, LABEL)
+    _before_after(erm, adversarial, test, attributes, before["worst_group"], out)
     table = comparison_table("test accuracy per group: ERM vs adversarial fine-tuning",
                              {"ERM": before, "adversarial": after})
     table.add_row("training seconds", "", f"{erm_seconds:.0f}", f"{adversarial_seconds:.0f}")

@@ -44,39 +44,71 @@ def _lime_panel(image: np.ndarray, segments: np.ndarray, scores: np.ndarray) -> 
     return mark_boundaries(tinted, shown, color=(1.0, 1.0, 0.0))
 
 
+def _picture(image: torch.Tensor) -> np.ndarray:
+    return image.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float64)
+
+
+def _draw_explanation(figure: Figure, axis: plt.Axes, picture: np.ndarray, attribution: Attribution,
+                      index: int) -> str:
+    """Image ``index`` of ``attribution`` drawn on ``axis`` in its method's convention; returns how to read it."""
+    segments = attribution.segments[index].numpy()
+    style = STYLES.get(attribution.method, "shap")
+    if style == "lime":
+        axis.imshow(_lime_panel(picture, segments, attribution.scores[index].numpy()))
+        return "green raises, red lowers"
+    heat = attribution.heatmap[index].numpy()
+    if style == "heat":
+        heat = heat / heat.max() if heat.max() > 0 else heat
+        axis.imshow(picture)
+        shown = axis.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+        figure.colorbar(shown, ax=axis, fraction=0.046)
+        return "Grad-CAM heat"
+    limit = float(np.nanmax(np.abs(heat))) or 1.0
+    gray = np.repeat(picture.mean(axis=2, keepdims=True), 3, axis=2)
+    axis.imshow(mark_boundaries(gray, segments, color=(0.5, 0.5, 0.5)), alpha=0.35)
+    shown = axis.imshow(heat, cmap=SHAP_COLORMAP, vmin=-limit, vmax=limit)
+    figure.colorbar(shown, ax=axis, fraction=0.046)
+    return "red raises, blue lowers"
+
+
+def _class_name(attribution: Attribution, index: int, class_names: Sequence[str] | None) -> str:
+    target = int(attribution.target[index])
+    return class_names[target] if class_names else str(target)
+
+
 def explanation_figure(image: torch.Tensor, attribution: Attribution, index: int = 0,
                        class_names: Sequence[str] | None = None) -> Figure:
     """Two panels for image ``index`` of ``attribution``: the image, and its explanation drawn in the
     method's convention; titled with the explained class and its probability."""
-    picture = image.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float64)
-    segments = attribution.segments[index].numpy()
-    target = int(attribution.target[index])
-    label = class_names[target] if class_names else str(target)
-    style = STYLES.get(attribution.method, "shap")
+    picture = _picture(image)
     figure, (left, right) = plt.subplots(1, 2, figsize=(7.0, 3.8))
     left.imshow(picture)
     left.set_title("input")
-    if style == "lime":
-        right.imshow(_lime_panel(picture, segments, attribution.scores[index].numpy()))
-        right.set_title("green raises, red lowers")
-    elif style == "heat":
-        heat = attribution.heatmap[index].numpy()
-        heat = heat / heat.max() if heat.max() > 0 else heat
-        right.imshow(picture)
-        shown = right.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
-        figure.colorbar(shown, ax=right, fraction=0.046)
-        right.set_title("Grad-CAM heat")
-    else:
-        heat = attribution.heatmap[index].numpy()
-        limit = float(np.nanmax(np.abs(heat))) or 1.0
-        gray = np.repeat(picture.mean(axis=2, keepdims=True), 3, axis=2)
-        right.imshow(mark_boundaries(gray, segments, color=(0.5, 0.5, 0.5)), alpha=0.35)
-        shown = right.imshow(heat, cmap=SHAP_COLORMAP, vmin=-limit, vmax=limit)
-        figure.colorbar(shown, ax=right, fraction=0.046)
-        right.set_title("red raises, blue lowers")
+    right.set_title(_draw_explanation(figure, right, picture, attribution, index))
     for axis in (left, right):
         axis.axis("off")
+    label = _class_name(attribution, index, class_names)
     figure.suptitle(f"{attribution.method}: {label} ({float(attribution.probability[index]):.1%})")
+    figure.tight_layout()
+    return figure
+
+
+def comparison_figure(image: torch.Tensor, attributions: dict[str, Attribution], index: int = 0,
+                      class_names: Sequence[str] | None = None) -> Figure:
+    """The image, then each model's explanation of it (``attributions``: model name -> its explanation of the
+    same images), each panel titled with the model, its explained class and probability: what a fix changed."""
+    picture = _picture(image)
+    figure, axes = plt.subplots(1, 1 + len(attributions), figsize=(3.6 * (1 + len(attributions)), 3.8))
+    axes[0].imshow(picture)
+    axes[0].set_title("input")
+    for axis, (name, attribution) in zip(axes[1:], attributions.items()):
+        _draw_explanation(figure, axis, picture, attribution, index)
+        label = _class_name(attribution, index, class_names)
+        axis.set_title(f"{name}: {label} ({float(attribution.probability[index]):.0%})")
+    for axis in axes:
+        axis.axis("off")
+    method = next(iter(attributions.values())).method
+    figure.suptitle(f"{method} explanations of the same image")
     figure.tight_layout()
     return figure
 
