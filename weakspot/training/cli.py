@@ -17,6 +17,7 @@ from typing import Any
 from weakspot.errors import WeakspotError
 
 RESULTS_NAME = "results.json"
+MODEL_NAME = "model.pt"  # the weights results.json reports on: balanced.pt's, else the kept epoch's
 EVAL_SPLITS = ("test", "clean_test")
 
 
@@ -27,7 +28,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--model", default="efficientnet_lite0", help="timm architecture (default efficientnet_lite0)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), none, or a weakspot checkpoint")
-    parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, log.jsonl, results.json")
+    parser.add_argument("--out", required=True,
+                        help="run folder: model.pt (the model results.json reports on), results.json, last.pt, best.pt, "
+                             "log.jsonl")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     # The defaults are the protocol behind docs/results.md's numbers: 3 epochs, no early stopping, the last epoch
     parser.add_argument("--epochs", type=positive_int, default=3)
@@ -330,6 +333,7 @@ def run(args: argparse.Namespace, method: str) -> int:
         results = _results(args, method, classifier, result, transform, evaluate, seconds, rank.world_size)
         if start is not None:
             results["start"] = {"checkpoint": str(args.weights), **start}
+        classifier.save(f"{args.out}/{MODEL_NAME}", meta=run_meta)
         atomic_write_json(f"{args.out}/{RESULTS_NAME}", results)
         _print_results(results)
         return 0
