@@ -5,7 +5,7 @@ often than the same pixels pasted at a random place (the control), by at least t
 A cue that fools one recipient may be real evidence of its class (a lock of long hair); a shortcut is the same
 thing in many images and flips most recipients. A class that passes by less than twice the gate is marginal:
 its lead varies with the images a round attacked, so it is kept only when a second sample's lead, averaged
-with the first, still reaches the gate (docs/results.md, "gate retest").
+with the first, still reaches the gate (docs/results.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from weakspot.fills import ERASING_FILLS, apply_masks
 
 # A class's zone: the pixels at least ZONE_SHARE as covered by its cues as the most covered pixel, and covered by
 # at least ZONE_LEAST cues (or as many as cover the peak, if fewer), grown by ZONE_GROWTH of the image side
-# (docs/results.md, "cue zone").
+# (docs/results.md).
 ZONE_SHARE = 0.25
 ZONE_LEAST = 2
 ZONE_GROWTH = 0.08

@@ -26,7 +26,7 @@ from weakspot.models import Classifier
 # A round attacks thousands of images, so the loop's attacks use cheaper guidance than the attacks' defaults,
 # the median fill (it looks like absence, where a mean fill leaves a patch the model still reads as the cue),
 # and margin 0.5: a removal that leaves the true class leading by under 0.5 counts, since on training images the
-# model has fitted, erasing the cue alone rarely flips it (docs/results.md, "loop attack options").
+# model has fitted, erasing the cue alone rarely flips it (docs/results.md).
 LOOP_ATTACK_OPTIONS: dict[str, dict[str, Any]] = {
     "superpixel": {"n_segments": 12, "fills": ("median",), "margin": 0.5},
     "button": {"fills": ("median",), "guidance_segments": 25, "margin": 0.5},
