@@ -47,9 +47,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              "split drawn like the training split carries its shortcuts) or the best validation epoch's")
     parser.add_argument("--balance-recall", choices=("on", "off"), default=None,
                         help="after training, shift each class's logit by a constant so that the validation split's "
-                             f"per-class recalls are equal, and write the result to {BALANCED_CHECKPOINT} and model.pt (default: "
-                             "on for --method adversarial when a round kept something, the loop's last step; off "
-                             "otherwise)")
+                             f"per-class recalls are equal, and write the result to {BALANCED_CHECKPOINT} and "
+                             f"{MODEL_NAME} (default: on for --method adversarial when a round kept something, the "
+                             "loop's last step; off otherwise)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / RandomResizedCrop / colour jitter")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=positive_int, default=None,
