@@ -14,7 +14,6 @@ from torch import nn
 from weakspot.attacks import ATTACKS, create_attack, proposals
 from weakspot.attacks.base import Perturbation
 from weakspot.attacks.engine import Proposals, search
-from weakspot.attacks.guidance import GuidanceCache
 from weakspot.attacks.occlusion import guidance_grid
 from weakspot.attacks.proposals import ImageFills
 from weakspot.attacks.report import attack_summary
@@ -204,27 +203,6 @@ def test_engine_margin_counts_a_confident_but_shaken_prediction_as_success():
     assert not create_attack("button", classifier, budget=60, fills=("black",))(dim, labels).fooled.any()
     result = create_attack("button", classifier, budget=60, fills=("black",), margin=0.9)(dim, labels)
     assert result.fooled.all() and (result.adversarial_class == 1).all()  # shaken, still predicted bright
-
-
-@pytest.mark.parametrize("name", ["superpixel", "block", "button"])
-def test_guidance_cache_reuses_explanations_of_images_seen_before(name, button_model, button_data):
-    _, test, _ = button_data
-    images, labels = test.images[:6], test.labels[:6]
-    cache = GuidanceCache()
-    first = create_attack(name, button_model, budget=80, guidance_cache=cache)(images, labels)
-    fresh = create_attack(name, button_model, budget=80)(images, labels)
-    assert torch.equal(first.queries, fresh.queries) and torch.equal(first.fooled, fresh.fooled)
-    assert cache.hits == 0 and cache.misses > 0
-    misses = cache.misses
-    again = create_attack(name, button_model, budget=80, guidance_cache=cache)(images, labels)
-    assert cache.misses == misses and cache.hits == misses  # every explanation came from the cache
-    assert torch.equal(again.fooled, first.fooled) and torch.equal(again.adversarial, first.adversarial)
-    attacked = first.correct
-    assert (again.queries[attacked] < first.queries[attacked]).all()  # only the search's queries are left
-    changed = images.clone()
-    changed[0, :, :2, :2] = 1 - changed[0, :, :2, :2]
-    create_attack(name, button_model, budget=80, guidance_cache=cache)(changed, labels)
-    assert cache.misses > misses  # an edited image is explained anew
 
 
 def test_image_fills_compute_each_image_once_and_equal_a_fresh_fill(monkeypatch):

@@ -32,7 +32,7 @@ def create_attack(name: str, classifier: Classifier, **params: Any) -> Attack:
 
 
 def attack_params(name: str, budget: int, **optional: Any) -> dict[str, Any]:
-    """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight, guidance_cache)
+    """Constructor arguments: the budget, plus those of ``optional`` (seed, max_in_flight, guidance_shift)
     the attack ``name`` takes, so one call site can serve attacks with different parameters."""
     accepted = inspect.signature(ATTACKS[name].__init__).parameters
     return {"budget": budget, **{key: value for key, value in optional.items() if key in accepted}}

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from weakspot.attacks.engine import DEFAULT_MAX_IN_FLIGHT, Proposals
-from weakspot.attacks.guidance import GuidanceCache, box_mass, check_explainer, explain_per_fill
+from weakspot.attacks.guidance import box_mass, check_explainer, explain_per_fill
 from weakspot.attacks.proposals import BoxProposals, SegmentProposals
 from weakspot.attacks.search import SearchAttack, check_fills, check_fractions, check_positive_int
 from weakspot.classifier import Classifier
@@ -57,23 +57,20 @@ def rank_within_groups(scores: torch.Tensor, group: torch.Tensor) -> torch.Tenso
 
 
 class GuidedAttack(SearchAttack):
-    """Shared parameters of the explainer-guided attacks; ``explainer_params`` go to ``create_explainer``;
-    ``guidance_cache`` reuses explanations of images seen before (see ``guidance.GuidanceCache``)."""
+    """Shared parameters of the explainer-guided attacks; ``explainer_params`` go to ``create_explainer``."""
 
     def __init__(self, classifier: Classifier, budget: int, explainer: str, explainer_params: dict[str, Any] | None,
-                 match_fill: bool, chunk: int | None, max_in_flight: int, margin: float,
-                 guidance_cache: GuidanceCache | None) -> None:
+                 match_fill: bool, chunk: int | None, max_in_flight: int, margin: float) -> None:
         super().__init__(classifier, budget, chunk, max_in_flight, margin)
         self.explainer = explainer
         self.explainer_params = check_explainer(explainer, explainer_params)
         self.match_fill = match_fill
-        self.guidance_cache = guidance_cache
 
     def explain(self, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor,
                 fills: Sequence[str]) -> tuple[list[Attribution], torch.Tensor]:
         """One attribution per fill and the guidance queries per image (see ``explain_per_fill``)."""
         return explain_per_fill(self.classifier, self.explainer, self.explainer_params, images.cpu(), labels, segments,
-                                fills, self.match_fill, self.guidance_cache)
+                                fills, self.match_fill)
 
 
 def guidance_grid(images: torch.Tensor, cells: int, shift: bool, seed: int) -> torch.Tensor:
@@ -93,10 +90,8 @@ class SuperpixelAttack(GuidedAttack):
     def __init__(self, classifier: Classifier, budget: int = 200, explainer: str = "occlusion",
                  explainer_params: dict[str, Any] | None = None, n_segments: int = 24, segmentation: str = "slic",
                  fills: Sequence[str] = ("mean", "black"), max_segments: int = 10, match_fill: bool = True,
-                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 margin: float = 0.0, guidance_cache: GuidanceCache | None = None) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin, guidance_cache)
+                 chunk: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight, margin)
         self.n_segments = check_positive_int("n_segments", n_segments, 2)
         self.segmentation = _check_segmentation(segmentation)
         self.fills = check_fills(fills)
@@ -139,9 +134,8 @@ class BlockAttack(GuidedAttack):
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, seed: int = 0, chunk: int | None = None,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
-                 guidance_cache: GuidanceCache | None = None, guidance_shift: bool = False) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin, guidance_cache)
+                 guidance_shift: bool = False) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight, margin)
         self.sizes = check_fractions("sizes", sizes, 0.0, 1.0)
         self.stride = check_fractions("stride", (stride,), 0.0, 1.0)[0]
         self.fills = check_fills(fill)[:1]
@@ -210,10 +204,9 @@ class ButtonAttack(GuidedAttack):
                  max_patches: int = 3, regions: int = 6, fills: Sequence[str] = ("black", "mean"),
                  explainer: str = "occlusion", explainer_params: dict[str, Any] | None = None,
                  guidance_segments: int = 16, match_fill: bool = True, chunk: int | None = None,
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0,
-                 guidance_cache: GuidanceCache | None = None, guidance_shift: bool = False, seed: int = 0) -> None:
-        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight,
-                         margin, guidance_cache)
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, margin: float = 0.0, guidance_shift: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(classifier, budget, explainer, explainer_params, match_fill, chunk, max_in_flight, margin)
         self.areas = check_fractions("areas", areas, 0.0, 0.25)
         self.max_patches = check_positive_int("max_patches", max_patches)
         self.regions = check_positive_int("regions", regions)
