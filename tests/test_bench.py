@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,13 +81,20 @@ def test_bench_resume_finishes_an_interrupted_run_identically(bench_files, monke
                  "--json", str(resumed), "--resume"]) == 0  # no partial state left: a fresh run
 
 
+def free_port() -> int:
+    """A port no one listens on now: two test runs on one machine must not share torchrun's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_bench_sharded_over_two_torchrun_ranks_equals_one_process(bench_files):
     root, checkpoint, data = bench_files
     single, sharded = root / "one.json", root / "two.json"
     assert main(["bench", "--checkpoint", checkpoint, "--data", data, *BENCH_ARGS, "--json", str(single)]) == 0
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
          "-m", "weakspot.cli", "bench", "--checkpoint", checkpoint, "--data", data, *BENCH_ARGS, "--json", str(sharded)],
         capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-2000:]
