@@ -639,3 +639,45 @@ class SwappedClasses:
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.predict_proba(images).flip(1)
+
+
+def test_a_resumed_loop_ends_as_an_uninterrupted_one(button_data, button_model, median_button, tmp_path):
+    """Interrupted after its second round and resumed, a loop run ends with the weights and rounds of one that
+    was not: ``last.pt`` carries the loop's rounds, bank, pool and pool checks."""
+    train, _, _ = button_data
+    images, labels = train.images[:64], train.labels[:64]
+    button_model.save(tmp_path / "start.pt")  # a model that leans on the button: the rounds keep something
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=0)
+    loop_config = LoopConfig(fraction=0.25, budget=40, warmup=0.5, refresh=1, rounds=None, pool_check=0.5)
+
+    class StoppedAt(AdversarialAugment):
+        """Ctrl-C on a batch: the eighth is in epoch 2, after its round at 1.5 epochs (4 steps per epoch)."""
+
+        def __init__(self, stop: int | None) -> None:
+            super().__init__(images, labels, loop_config, seed=0)
+            self.stop, self.calls = stop, 0
+
+        def __call__(self, *batch):
+            self.calls += 1
+            if self.stop is not None and self.calls >= self.stop:
+                raise KeyboardInterrupt
+            return super().__call__(*batch)
+
+    def run(out: str, loop: AdversarialAugment, resume: bool = False) -> dict[str, torch.Tensor]:
+        classifier = load_model(None, weights=tmp_path / "start.pt", device="cpu")
+        fit(classifier, images, labels, config, out_dir=tmp_path / out, transform=loop, resume=resume)
+        return classifier.model.state_dict()
+
+    whole = StoppedAt(None)
+    reference = run("whole", whole)
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", StoppedAt(8))
+    resumed_loop = StoppedAt(None)
+    resumed = run("cut", resumed_loop, resume=True)
+
+    def rounds(loop: AdversarialAugment) -> list[tuple]:
+        return [(entry.epoch, entry.kept, entry.gate_lead, entry.pool_checks) for entry in loop.history]
+
+    assert [entry.epoch for entry in whole.history] == [0.5, 1.5, 2.5] and sum(whole.history[0].kept.values())
+    assert rounds(resumed_loop) == rounds(whole)
+    assert all(torch.equal(reference[key], resumed[key]) for key in reference)

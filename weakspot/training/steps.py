@@ -197,17 +197,23 @@ class Trainer:
         correct = int((logits.detach().argmax(dim=1) == labels).sum())
         return float(losses.detach().sum()), correct, labels.numel()
 
+    def stateful_parts(self) -> dict[str, Any]:
+        """The objective and the transform when they learn across steps (``state``/``load_state``): a resume
+        must continue them, not start them afresh."""
+        parts = {"objective": self.objective, "transform": self.transform}
+        return {name: part for name, part in parts.items() if hasattr(part, "state") and hasattr(part, "load_state")}
+
     def state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                **({"objective": self.objective.state()} if self.objective is not None else {})}
+                **{name: part.state() for name, part in self.stateful_parts().items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.objective is not None:
-            if "objective" not in state:
-                raise WeakspotError("resume: the checkpoint was written without this run's training objective")
-            self.objective.load_state(state["objective"])
+        for name, part in self.stateful_parts().items():
+            if name not in state:
+                raise WeakspotError(f"resume: the checkpoint was written without this run's training {name}")
+            part.load_state(state[name])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
 

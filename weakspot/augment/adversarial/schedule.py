@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,9 +51,8 @@ class RoundLog:
 class AdversarialAugment:
     """The adversarial loop as a training-stream transform (see the module docstring).
 
-    The pool holds the latest round only and each round's sample is seeded by (seed, round), so when every
-    epoch starts with a round (whole ``warmup``, ``refresh=1``) a resumed run rebuilds exactly the pool an
-    uninterrupted run had; otherwise it rebuilds the latest round's pool with the resumed model."""
+    ``state``/``load_state`` carry the rounds done, the bank and the pool through a checkpoint, so a resumed run
+    continues exactly as an uninterrupted one."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, config: LoopConfig = LoopConfig(),
                  seed: int = 0) -> None:
@@ -73,7 +73,7 @@ class AdversarialAugment:
 
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is due at ``warmup + k * refresh``
-        (at most ``rounds`` that keep something); a run resumed past several rounds runs the latest."""
+        (at most ``rounds`` that keep something); a step past several due points runs the latest."""
         if progress < self.config.warmup:
             return None
         latest = math.floor((progress - self.config.warmup) / self.config.refresh + 1e-9)
@@ -178,6 +178,23 @@ class AdversarialAugment:
         self.pool_active = any(effect > 0 for effect in effects.values())
         self.pool_checked_at = progress
         self.history[-1].pool_checks.append((round(progress, 4), effects, self.pool_active))
+
+    def state(self) -> dict[str, Any]:
+        """What a resume needs to continue the loop exactly (``fit`` saves it in every ``last.pt``): the rounds
+        done, the bank, the pool and whether it is in the stream."""
+        return {"pool": asdict(self.pool), "cues": {"images": self.cues.images, "masks": self.cues.masks,
+                                                    "labels": self.cues.labels, "fills": list(self.cues.fills)},
+                "history": [asdict(entry) for entry in self.history], "last_round": self.last_round,
+                "empty_rounds": self.empty_rounds, "pool_active": self.pool_active,
+                "pool_checked_at": self.pool_checked_at}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        cues = state["cues"]
+        self.cues = CueBank(cues["images"], cues["masks"], cues["labels"], tuple(cues["fills"]))
+        self.pool = Pool(**state["pool"])
+        self.history = [RoundLog(**entry) for entry in state["history"]]
+        self.last_round, self.empty_rounds = state["last_round"], state["empty_rounds"]
+        self.pool_active, self.pool_checked_at = state["pool_active"], state["pool_checked_at"]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
