@@ -4,6 +4,7 @@ checkpoints, early stopping, the schedule, and two torchrun ranks training one m
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from weakspot.errors import WeakspotError
 from weakspot.models import load_model
 from weakspot.shortcut import make_shortcut_dataset, write_imageset
 from weakspot.training import TrainConfig, fit, train_classifier
+from weakspot.training.steps import batch_starts, epoch_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=7, warmup_epochs=0.5, schedule="cosine",
@@ -246,3 +248,19 @@ def test_torchrun_two_ranks_train_one_model(tmp_path):
     assert rank0["seen"] == pytest.approx([48.0, 48.0])  # the ranks split the 48 images, not 2 x 48
     _assert_same(torch.load(out / "last.pt", weights_only=True)["state_dict"], rank0["state"])
     assert len((out / "log.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes the log
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before_it(tiny):
+    """BatchNorm in train mode cannot normalise one image: 12 images at a batch size of 11 train as one batch of
+    12 per epoch, and a run that could only give batches of one is refused before anything is written."""
+    train, _ = tiny
+    assert batch_starts(12, 11, 1) == [0] and batch_starts(13, 11, 1) == [0, 11] and batch_starts(9, 4, 2) == [0, 4]
+    config = TrainConfig(epochs=2, batch_size=11, lr=1e-3, seed=0)
+    assert [batch.tolist() for batch in epoch_batches(12, config, 0, 0, 1)] == [torch.randperm(
+        12, generator=torch.Generator().manual_seed(0)).tolist()]
+    history = fit(_model(train.class_names), train.images[:12], train.labels[:12], config).history
+    assert len(history) == 2 and all(math.isfinite(entry["train_loss"]) for entry in history)
+    for images, batch_size in ((1, 16), (12, 1)):
+        with pytest.raises(WeakspotError, match=f"{images} training images and a batch size of {batch_size} "):
+            fit(_model(train.class_names), train.images[:images], train.labels[:images],
+                TrainConfig(epochs=1, batch_size=batch_size))

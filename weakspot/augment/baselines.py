@@ -116,7 +116,7 @@ class PgdTraining:
     (which takes [0,1] images): every batch is replaced by its L-inf PGD examples, true labels kept."""
 
     def __init__(self, eps: float = 4 / 255, alpha: float = 2 / 255, steps: int = 3) -> None:
-        if eps <= 0 or alpha <= 0 or steps < 1:
+        if not (eps > 0 and alpha > 0 and steps >= 1):
             raise WeakspotError("PGD needs eps > 0, alpha > 0 and steps >= 1")
         self.eps, self.alpha, self.steps = eps, alpha, steps
 

@@ -46,7 +46,7 @@ class Jtt(Retraining):
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.upweight < 1 or (self.identification_epochs is not None and self.identification_epochs < 1):
+        if not self.upweight >= 1 or (self.identification_epochs is not None and self.identification_epochs < 1):
             raise WeakspotError("jtt: the upweight must be >= 1 and the identification epochs >= 1")
 
     def identify(self, stages: StageRunner, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,

@@ -73,7 +73,7 @@ class MaskTune:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if (self.finetune_lr is not None and self.finetune_lr <= 0) or self.threshold_std < 0:
+        if (self.finetune_lr is not None and not self.finetune_lr > 0) or not self.threshold_std >= 0:
             raise WeakspotError("masktune: the fine-tuning learning rate must be > 0 and the threshold >= 0 std")
         fill_images(torch.zeros(1, 3, 1, 1), self.fill)  # an unknown fill fails before training
 

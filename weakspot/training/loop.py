@@ -19,6 +19,7 @@ validation counts are summed over ranks, and only rank 0 writes checkpoints and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -86,9 +87,11 @@ class TrainConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise WeakspotError(f"epochs and batch size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0.0 <= self.label_smoothing < 1.0:
-            raise WeakspotError("lr must be > 0, weight decay >= 0 and label smoothing in [0, 1)")
-        if self.warmup_epochs < 0 or self.schedule not in SCHEDULES:
+        if not (self.lr > 0 and math.isfinite(self.lr) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
+                and 0.0 <= self.label_smoothing < 1.0):
+            raise WeakspotError(f"lr must be a finite number > 0, weight decay a finite number >= 0 and label smoothing "
+                                f"in [0, 1), got {self.lr}, {self.weight_decay} and {self.label_smoothing}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0) or self.schedule not in SCHEDULES:
             raise WeakspotError(f"warm-up must be >= 0 and schedule one of {', '.join(SCHEDULES)}")
         if self.patience is not None and self.patience < 1:
             raise WeakspotError(f"patience must be >= 1, got {self.patience}")
@@ -143,6 +146,11 @@ def _check_fit_inputs(images: torch.Tensor, labels: torch.Tensor, config: TrainC
     config.validate()
     if len(labels) == 0 or len(labels) != images.shape[0]:
         raise WeakspotError(f"need as many labels as images (got {len(labels)} labels, {images.shape[0]} images)")
+    world = rank_and_world()[1]
+    if len(labels) < 2 * world or config.batch_size < 2 * world:
+        raise WeakspotError(f"training needs at least 2 images per process in every batch (BatchNorm normalises "
+                            f"over the batch): {len(labels)} training images and a batch size of {config.batch_size} "
+                            f"for {world} process(es)")
     if sample_weights is not None and (sample_weights.shape != labels.shape or not bool((sample_weights >= 0).all())
                                        or not float(sample_weights.sum()) > 0):
         raise WeakspotError("sample weights must be one non-negative weight per image, not all zero")

@@ -66,24 +66,28 @@ class LearningRateFactor:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def batch_starts(count: int, batch_size: int, world: int) -> list[int]:
+    """Where each global batch of an epoch of ``count`` images starts. A last batch that would leave a process
+    fewer than two images joins the batch before it: BatchNorm in train mode cannot normalise one image."""
+    starts = list(range(0, count, batch_size))
+    if len(starts) > 1 and count - starts[-1] < 2 * world:
+        starts.pop()
+    return starts
+
+
 def epoch_batches(count: int, config: TrainConfig, epoch: int, rank: int, world: int,
-                   sample_weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+                  sample_weights: torch.Tensor | None = None) -> list[torch.Tensor]:
     """This rank's index batches for one epoch: the global order is seeded by (seed, epoch) and each global
-    batch is dealt round-robin to the ranks, padded from the start of the order so no rank is ever empty.
-    With ``sample_weights`` the epoch is ``count`` draws with replacement in proportion to them (upsampling
-    without lengthening the epoch) instead of a permutation."""
+    batch (``batch_starts``) is dealt round-robin to the ranks. With ``sample_weights`` the epoch is ``count``
+    draws with replacement in proportion to them (upsampling without lengthening the epoch) instead of a
+    permutation."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     if sample_weights is None:
         order = torch.randperm(count, generator=generator)
     else:
         order = torch.multinomial(sample_weights.double(), count, replacement=True, generator=generator)
-    batches = []
-    for start in range(0, count, config.batch_size):
-        batch = order[start:start + config.batch_size]
-        if batch.numel() < world:
-            batch = torch.cat([batch, order[: world - batch.numel()]])
-        batches.append(batch[rank::world])
-    return batches
+    starts = batch_starts(count, config.batch_size, world)
+    return [order[start:end][rank::world] for start, end in zip(starts, [*starts[1:], count])]
 
 
 def count_correct(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -172,7 +176,7 @@ class Trainer:
             network = DistributedDataParallel(network, device_ids=device_ids)
         self.network = network
         self.optimizer = torch.optim.AdamW(classifier.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(count / config.batch_size)
+        self.steps_per_epoch = len(batch_starts(count, config.batch_size, self.world))
         total = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.lr_factor = LearningRateFactor(warmup, total, config.schedule)
