@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,22 @@ def test_run_checks_outcomes():
     report = {"clean_accuracy": 0.8, "attacks": [{"name": "block", "robust_accuracy": 0.3}]}
     outcomes = run_checks(report, min_clean=0.8, min_robust={"block": 0.31})
     assert [outcome.passed for outcome in outcomes] == [True, False]
+
+
+def test_a_report_check_cannot_read_is_exit_2_not_a_failed_check(tmp_path, capsys):
+    """1 means a check failed: a report nested too deeply, with a number too long to read, an accuracy outside
+    [0, 1] or an attack named twice is unreadable, exit 2 and one line naming it."""
+    good = json.loads(Path(_write(tmp_path / "good.json")).read_text())
+    broken = {"nested.json": "[" * 100_000 + "]" * 100_000,
+              "digits.json": json.dumps(good).replace('"n": ', '"n": ' + "9" * 5000 + ", \"n_old\": ", 1),
+              "accuracy.json": json.dumps({**good, "clean_accuracy": 5.0}),
+              "robust.json": json.dumps({**good, "attacks": [{**good["attacks"][0], "robust_accuracy": -0.5}]}),
+              "twice.json": json.dumps({**good, "attacks": [good["attacks"][0], good["attacks"][0]]})}
+    expected = {"nested.json": "nested too deeply", "digits.json": "not a readable JSON report",
+                "accuracy.json": "'clean_accuracy' is not a number in [0, 1]", "robust.json": "robust_accuracy is not in",
+                "twice.json": "appears twice"}
+    for name, text in broken.items():
+        (tmp_path / name).write_text(text)
+        assert main(["check", str(tmp_path / name), "--min-clean", "0.5"]) == 2, name
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(errors) == 1 and name in errors[0] and expected[name] in errors[0], errors

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_share(value: Any) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a report; every problem is one WeakspotError naming the file and the field."""
     report_path = Path(path)
@@ -136,15 +141,17 @@ def load_report(path: str | Path) -> dict[str, Any]:
         payload = json.loads(report_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WeakspotError(f"{report_path}: report not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # ValueError: bad JSON, a number too long
         raise WeakspotError(f"{report_path}: not a readable JSON report ({error})") from None
+    except RecursionError:
+        raise WeakspotError(f"{report_path}: not a readable JSON report (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise WeakspotError(f"{report_path}: a report is a JSON object")
     missing = [name for name in TOP_FIELDS if name not in payload]
     if missing:
         raise WeakspotError(f"{report_path}: missing field '{missing[0]}'")
-    if not _is_number(payload["clean_accuracy"]):
-        raise WeakspotError(f"{report_path}: 'clean_accuracy' is not a number")
+    if not _is_share(payload["clean_accuracy"]):
+        raise WeakspotError(f"{report_path}: 'clean_accuracy' is not a number in [0, 1]")
     if not isinstance(payload["attacks"], list):
         raise WeakspotError(f"{report_path}: 'attacks' is not a list")
     for position, attack in enumerate(payload["attacks"]):
@@ -153,6 +160,12 @@ def load_report(path: str | Path) -> dict[str, Any]:
         for name in ATTACK_FIELDS[1:]:
             if not _is_number(attack.get(name)):
                 raise WeakspotError(f"{report_path}: attacks[{position}] ('{attack['name']}') field '{name}' is not a number")
+        if not _is_share(attack["robust_accuracy"]):
+            raise WeakspotError(f"{report_path}: attacks[{position}] ('{attack['name']}') robust_accuracy is not in [0, 1]")
+    repeated = sorted(name for name, count in Counter(attack["name"] for attack in payload["attacks"]).items()
+                      if count > 1)
+    if repeated:
+        raise WeakspotError(f"{report_path}: attack '{repeated[0]}' appears twice")
     return payload
 
 
