@@ -19,10 +19,11 @@ from weakspot.models import Classifier
 GATE_RECIPIENTS = 8  # images each cue (and its control) is pasted into
 
 
-def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
-                        generator: torch.Generator, recipients: int = GATE_RECIPIENTS) -> dict[int, float]:
-    """Per class of the bank's cues, how much more often its cues flip a correctly classified image of another
-    class than their controls do (a share of transplants, in [-1, 1])."""
+def flip_shares(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
+                generator: torch.Generator, recipients: int = GATE_RECIPIENTS
+                ) -> dict[int, tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per class of the bank's cues: the share of correctly classified images of another class its cues flip,
+    the share their controls flip (0-d tensors), and how many transplants each share is over."""
     if not len(bank):
         return {}
     correct = classifier.predict_proba(images).argmax(dim=1).cpu() == labels
@@ -30,8 +31,16 @@ def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: to
     if not len(targets):
         return {}
     flipped = [fooling(classifier.predict_proba(batch).cpu(), targets) for batch in (cue_images, control_images)]
-    return {int(label): float(flipped[0][classes == label].float().mean() - flipped[1][classes == label].float().mean())
-            for label in classes.unique()}
+    return {int(label): (flipped[0][classes == label].float().mean(), flipped[1][classes == label].float().mean(),
+                         int((classes == label).sum())) for label in classes.unique()}
+
+
+def confirm_cue_classes(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
+                        generator: torch.Generator, recipients: int = GATE_RECIPIENTS) -> dict[int, float]:
+    """Per class of the bank's cues, its lead: how much more often its cues flip a correctly classified image
+    of another class than their controls do (``flip_shares``; a share of transplants, in [-1, 1])."""
+    return {label: float(cue - control) for label, (cue, control, _) in
+            flip_shares(classifier, images, labels, bank, generator, recipients).items()}
 
 
 def cue_effects(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, bank: CueBank,
