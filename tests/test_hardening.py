@@ -8,6 +8,7 @@ never "fooled"; an interrupted ``data shortcut`` leaves nothing behind; ``bench`
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -158,6 +159,8 @@ PLAIN = "--checkpoint {root}/plain.pth --model test_efficientnet --classes tall,
 IMPORT = "import " + PLAIN + " --out {root}/outputs/imported.pt"
 AUDIT = ("audit --checkpoint {root}/model.pt " + DATA + " --attacks flip --explainers gradcam --device cpu "
          "--out {root}/outputs")
+LONG = "n" * 300  # longer than any filesystem's name limit (255 bytes)
+MISSING = "--checkpoint {root}/missing.pt"  # work that would fail: an output refused first was refused before it
 
 # (case, command line, what the one error line must contain)
 BAD_INPUT = [
@@ -336,6 +339,31 @@ BAD_INPUT = [
     ("demo-signal", DEMO + " --signal 5", ["argument --signal", "got 5"]),
     ("demo-negative-seed", DEMO + " --seed -1", ["argument --seed", "got -1"]),
     ("demo-missing-data", DEMO + " --data {root}/missing --label label", ["missing: no such file or directory"]),
+    # an output the OS refuses (a name too long, a pseudo-filesystem): refused before any work
+    ("attack-json-name-too-long", ATTACK.replace("model.pt", "missing.pt") + " --json {root}/outputs/" + LONG + ".json",
+     [LONG + ".json: cannot write there (File name too long)"]),
+    ("attack-out-under-proc", ATTACK.replace("model.pt", "missing.pt") + " --out /proc/weakspot",
+     ["/proc/weakspot/examples.png: cannot write there"]),
+    ("bench-json-under-proc", BENCH.replace("model.pt", "missing.pt") + " --json /proc/weakspot/report.json",
+     ["/proc/weakspot/report.json: cannot write there"]),
+    ("bench-out-name-too-long", BENCH.replace("model.pt", "missing.pt") + " --out {root}/outputs/" + LONG,
+     [LONG + "/examples.png: cannot write there (File name too long)"]),
+    ("audit-out-name-too-long", AUDIT.replace("model.pt", "missing.pt").replace("{root}/outputs", "{root}/" + LONG),
+     [LONG + "/report.json: cannot write there (File name too long)"]),
+    ("audit-out-under-sys", AUDIT.replace("model.pt", "missing.pt").replace("{root}/outputs", "/sys/weakspot"),
+     ["/sys/weakspot/report.json: cannot write there"]),
+    ("explain-out-name-too-long", "explain --method occlusion --device cpu --image {root}/pictures/good.jpg " + MISSING
+     + " --out {root}/outputs/" + LONG + ".png", [LONG + ".png: cannot write there (File name too long)"]),
+    ("import-out-under-proc", IMPORT.replace("plain.pth", "missing.pth").replace("{root}/outputs", "/proc/weakspot"),
+     ["/proc/weakspot/imported.pt: cannot write there"]),
+    ("shortcut-out-name-too-long", "data shortcut --source {root}/missing --label label --out {root}/" + LONG,
+     [LONG + "/labels.csv: cannot write there (File name too long)"]),
+    ("train-out-under-proc", "train --data {root}/missing " + TRAINING + " --weights none --out /proc/weakspot",
+     ["/proc/weakspot/model.pt: cannot write there"]),
+    ("finetune-out-name-too-long", "finetune --data {root}/missing " + TRAINING + " --weights none --out {root}/" + LONG,
+     [LONG + "/model.pt: cannot write there (File name too long)"]),
+    ("demo-out-under-proc", "demo --device cpu --data {root}/missing --label label --out /proc/weakspot",
+     ["/proc/weakspot/before_after.png: cannot write there"]),
 ]
 
 
@@ -520,3 +548,107 @@ def test_bench_twice_with_the_same_seed_writes_the_same_report(button_data, butt
         reports.append(report)
     assert reports[0] == reports[1]
     assert any(attack["success_rate"] > 0 for attack in reports[0]["attacks"])  # the runs did attack something
+
+
+def _fail_once(function, error: int, call: int = 1, target: str = ""):
+    """``function`` raising OSError(error) at its ``call``-th call (counting only the calls whose second
+    argument, the target of ``os.replace``, ends with ``target``), then behaving again."""
+    calls = []
+
+    def failing(*args, **kwargs):
+        if str(args[1] if len(args) > 1 else "").endswith(target):
+            calls.append(args)
+            if len(calls) == call:
+                raise OSError(error, os.strerror(error))
+        return function(*args, **kwargs)
+
+    return failing
+
+
+def _previous_audit(folder: Path) -> dict[str, bytes | None]:
+    """An audit --out holding a previous run's outputs and a file of the user's; its snapshot."""
+    folder.mkdir()
+    for name in ("report.json", "examples.png", "success_vs_area.png", "mean_gradcam.png", "notes.txt"):
+        (folder / name).write_text(f"previous {name}")
+    return snapshot(folder)
+
+
+@pytest.mark.parametrize("fault", ["fsync", "replace"])
+def test_audit_on_a_full_disk_keeps_every_previous_output(world: Path, tmp_path: Path, fault: str,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """ENOSPC while the second output is written (fsync), or while the outputs replace the previous ones
+    (the fourth rename): exit 2, one line naming the file, every previous output byte for byte, no temp file."""
+    out = tmp_path / "audit"
+    before = _previous_audit(out)
+    if fault == "fsync":
+        monkeypatch.setattr(os, "fsync", _fail_once(os.fsync, errno.ENOSPC, call=2))
+    else:
+        monkeypatch.setattr(os, "replace", _fail_once(os.replace, errno.ENOSPC, call=4))
+    argv = shlex.split(AUDIT.replace("{root}/outputs", str(out)).format(root=world))
+    code, _, err = run(argv, capsys)
+    assert code == 2, err
+    assert_one_line_error(err, f"{out}/success_vs_area.png: cannot write there (No space left on device)")
+    assert snapshot(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["audit"]
+
+
+def test_audit_into_a_new_folder_on_a_full_disk_leaves_no_folder(world: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "fsync", _fail_once(os.fsync, errno.ENOSPC, call=3))
+    argv = shlex.split(AUDIT.replace("{root}/outputs", str(tmp_path / "new" / "audit")).format(root=world))
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert_one_line_error(err, "audit/examples.png: cannot write there (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_on_a_read_only_filesystem_keeps_the_previous_report(world: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """report.json is written before the figures: a figure refused (EROFS) must not leave the new report.
+    The attacks' records stay in report.json.partial, for --resume."""
+    (tmp_path / "report.json").write_text("previous report")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "examples.png").write_text("previous examples")
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(os, "replace", _fail_once(os.replace, errno.EROFS, target="examples.png"))
+    code, _, err = run(shlex.split(BENCH.format(root=world)) + ["--json", str(tmp_path / "report.json"),
+                                                               "--out", str(tmp_path / "figures")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "figures/examples.png: cannot write there (Read-only file system)")
+    assert json.loads((tmp_path / "report.json.partial").read_text())["attacks"]["flip"]
+    (tmp_path / "report.json.partial").unlink()
+    assert snapshot(tmp_path) == before
+
+
+def test_data_shortcut_on_a_full_disk_is_one_line_and_leaves_nothing(world: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import weakspot.shortcut as shortcut
+
+    real_write = shortcut._write_png
+
+    def write_until_full(path: Path, image: torch.Tensor) -> None:
+        if path.name == "00003.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, image)
+
+    monkeypatch.setattr(shortcut, "_write_png", write_until_full)
+    out = tmp_path / "benchmark"
+    code, _, err = run(["data", "shortcut", "--source", str(world / "data"), "--label", "label", "--size", "32",
+                        "--out", str(out)], capsys)
+    assert code == 2
+    assert_one_line_error(err, f"{out}: cannot write there (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_near_the_limit_is_written(world: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A 250-character name fits the filesystem; the temp file beside it must fit too."""
+    report = tmp_path / ("r" * 245 + ".json")
+    code, _, err = run(shlex.split(ATTACK.format(root=world)) + ["--json", str(report)], capsys)
+    assert code == 0, err
+    assert json.loads(report.read_text())["attacks"][0]["name"] == "flip"
+    assert [path.name for path in tmp_path.iterdir()] == [report.name]

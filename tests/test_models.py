@@ -136,7 +136,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(WeakspotError, match="model.pt: cannot write there"):
         classifier.save(path, meta={"version": 2})
     monkeypatch.undo()
     assert load_checkpoint(path).meta == {"version": 1}

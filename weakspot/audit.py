@@ -2,8 +2,8 @@
 machinery and its ``report.json``), the explainers' mean attribution map per class, the images that fooled
 the model, and an "audit" section in the report naming the figures and the bins.
 
-Everything is computed before anything is written, and every file is written atomically (``report.json``
-last): a run that fails leaves the previous outputs as they were.
+Everything is computed before anything is written, and the outputs replace the previous ones together
+(``weakspot.fileio.written_together``): a run that fails, a full disk included, leaves them as they were.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from weakspot.bench import CURVES_NAME, run_attacks, write_figures
 from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_json, check_output_file
+from weakspot.fileio import atomic_write_json, written_together
 from weakspot.report import build_report
 from weakspot.terminal import console, error_console
 
@@ -89,7 +89,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segments", type=positive_int, default=24, help="about this many superpixels (default 24)")
     parser.add_argument("--out", required=True, help=f"folder for {REPORT_NAME} and the PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal only)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=output_paths)
+
+
+def output_paths(args: argparse.Namespace) -> list[Path]:
+    """The files of ``--out``, probed before any work."""
+    names = (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in args.explainers))
+    return [Path(args.out) / name for name in names]
 
 
 def _check_explainers(names: list[str]) -> list[str]:
@@ -178,8 +184,6 @@ def run(args: argparse.Namespace) -> int:
     attack_names = check_attack_names(args.attacks)
     explainer_names = _check_explainers(args.explainers)
     out = Path(args.out)
-    for name in (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in explainer_names)):
-        check_output_file(out / name)
     torch.manual_seed(args.seed)
     classifier = classifier_from_args(args)
     imageset, groups = _load_groups(args)
@@ -212,9 +216,11 @@ def run(args: argparse.Namespace) -> int:
                                 next(iter(maps.values())).items()},
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME}
     print_report(report)
-    for name, class_maps in maps.items():
-        save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names), out / f"mean_{name}.png")
-    write_figures(out, records, results, images, classifier)
-    atomic_write_json(out / REPORT_NAME, report)
+    with written_together():
+        for name, class_maps in maps.items():
+            save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names),
+                        out / f"mean_{name}.png")
+        write_figures(out, records, results, images, classifier)
+        atomic_write_json(out / REPORT_NAME, report)
     console.print(f"audit: {out / REPORT_NAME}, {len(maps)} mean map(s), {EXAMPLES_NAME}, {CURVES_NAME} in {out}")
     return 0

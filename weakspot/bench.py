@@ -15,7 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weakspot.attacks import attack_params, create_attack
-from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, check_outputs, print_report
+from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, output_paths, print_report
 from weakspot.attacks.base import AttackResult
 from weakspot.attacks.search import correctly_classified
 from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
@@ -24,7 +24,7 @@ from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.distributed import Rank, finish_distributed, gather_to_main, init_distributed, shard_bounds
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_json
+from weakspot.fileio import atomic_write_json, written_together
 from weakspot.report import AttackRecords, BenchRecords, build_report
 from weakspot.terminal import console
 
@@ -139,14 +139,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from REPORT.partial (needs --json)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=lambda args: [*output_paths(args), args.out and Path(args.out) / CURVES_NAME])
 
 
 def run(args: argparse.Namespace) -> int:
     attack_names = check_attack_names(args.attacks)
     if args.resume and not args.json:
         raise WeakspotError("--resume needs --json: the saved state lives beside the report")
-    check_outputs(args.json, args.out)
     rank, device = init_distributed(args.device)
     try:
         torch.manual_seed(args.seed)
@@ -177,14 +176,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: ImageSet, merged: BenchRecords,
                    results: dict[str, list[AttackResult]], shard_images: torch.Tensor) -> None:
-    """Rank 0: the tables, report.json and figures of the merged records."""
+    """Rank 0: the tables, then report.json and the figures of the merged records, which replace the previous
+    ones together or not at all."""
     report = build_report(classifier.arch, imageset.source, merged)
     print_report(report)
+    with written_together():
+        if args.json:
+            atomic_write_json(args.json, report)
+        if args.out:
+            curves, grid = write_figures(Path(args.out), merged, results, shard_images, classifier)
     if args.json:
-        atomic_write_json(args.json, report)
         console.print(f"report: {args.json}")
     if args.out:
-        curves, grid = write_figures(Path(args.out), merged, results, shard_images, classifier)
         console.print(f"figures: {curves}, {grid}")
 
 

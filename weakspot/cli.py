@@ -1,7 +1,9 @@
 """The ``weakspot`` command: one dispatcher, each subcommand configured by its own layer.
 
 Every user-caused problem is a ``WeakspotError``: one line on stderr, exit code 2 (``--debug`` shows the
-traceback). Shared argument groups (data, model, device) live in ``weakspot.arguments``.
+traceback). Shared argument groups (data, model, device) live in ``weakspot.arguments``. A subcommand that
+writes files names them with ``parser.set_defaults(outputs=lambda args: [paths])``: they are probed
+(``weakspot.fileio.check_outputs``) before the subcommand runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.table import Table
 from weakspot import __version__
 from weakspot.arguments import add_data_arguments, dataset_from_args, seed_int
 from weakspot.errors import WeakspotError
+from weakspot.fileio import check_outputs
 from weakspot.terminal import console, error_console
 
 Handler = Callable[[argparse.Namespace], int]
@@ -83,16 +86,27 @@ def _from_module(module: str) -> Callable[[argparse.ArgumentParser], None]:
     return configure
 
 
+def _training(configure_name: str) -> Callable[[argparse.ArgumentParser], None]:
+    """``train`` or ``finetune``: the training layer's parser, writing its run folder's files."""
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        module = importlib.import_module("weakspot.training.cli")
+        getattr(module, configure_name)(parser)
+        parser.set_defaults(outputs=lambda args: [f"{args.out}/{module.MODEL_NAME}"])
+
+    return configure
+
+
 SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("demo", "run the whole story on a built-in planted-shortcut dataset", _from_module("weakspot.demo")),
     ("data", "inspect datasets and build planted-shortcut benchmarks", _configure_data),
     ("import", "convert a model trained elsewhere (state_dict, .safetensors) into a weakspot checkpoint", _from_module("weakspot.importer")),
-    ("train", "fine-tune a timm model on a dataset", lambda parser: importlib.import_module("weakspot.training.cli").configure_train(parser)),
+    ("train", "fine-tune a timm model on a dataset", _training("configure_train")),
     ("explain", "explain predictions (LIME, SHAP, Grad-CAM, occlusion) as PNG figures", _from_module("weakspot.explainers.cli")),
     ("attack", "run explainer-guided attacks and print a robustness table", _from_module("weakspot.attacks.cli")),
     ("bench", "benchmark every attack with per-subgroup tables and a JSON report", _from_module("weakspot.bench")),
     ("audit", "one report: accuracy and robustness per subgroup, mean explanation maps, fooling examples", _from_module("weakspot.audit")),
-    ("finetune", "adversarial fine-tuning and its baselines", lambda parser: importlib.import_module("weakspot.training.cli").configure_finetune(parser)),
+    ("finetune", "adversarial fine-tuning and its baselines", _training("configure_finetune")),
     ("check", "regression checks on a JSON report (exit 1 on failure)", _from_module("weakspot.check")),
 ]
 
@@ -141,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if in_main_thread else None
     try:
+        check_outputs(*getattr(args, "outputs", lambda _: [])(args))
         return int(args.handler(args) or 0)
     except WeakspotError as error:
         if args.debug:

@@ -30,6 +30,7 @@ from weakspot.training.loop import TrainConfig, fit
 
 DEMO_ATTACKS = ["superpixel", "block", "button", "crop", "flip", "pgd"]
 LABEL = "label"
+BEFORE_AFTER_NAME = "before_after.png"
 
 
 def unit_fraction(text: str) -> float:
@@ -55,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="folder for the PNG figures")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=lambda args: [Path(args.out) / BEFORE_AFTER_NAME])
 
 
 def _datasets(args: argparse.Namespace) -> tuple[ImageSet, ImageSet, list[str]]:
@@ -101,7 +102,7 @@ def _before_after(erm: Classifier, adversarial: Classifier, test: ImageSet, attr
     image, label = test.images[index:index + 1], test.labels[index:index + 1]
     attributions = {name: create_explainer("occlusion", model)(image, target=label)
                     for name, model in (("ERM", erm), ("adversarial", adversarial))}
-    path = save_figure(comparison_figure(image[0], attributions, 0, test.class_names), out / "before_after.png")
+    path = save_figure(comparison_figure(image[0], attributions, 0, test.class_names), out / BEFORE_AFTER_NAME)
     group = ", ".join(f"{key}={value}" for key, value in worst_group.items())
     console.print(f"before/after explanation of a test image of ERM's worst group ({group}): {path}")
 

@@ -7,18 +7,16 @@ import argparse
 from pathlib import Path
 
 from weakspot.arguments import add_model_arguments, classifier_from_args
-from weakspot.fileio import check_output_file
 from weakspot.terminal import console
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, plain_required=True)
     parser.add_argument("--out", required=True, help="the weakspot checkpoint to write (atomically)")
-    parser.set_defaults(handler=run, device="cpu", micro_batch=None)
+    parser.set_defaults(handler=run, outputs=lambda args: [args.out], device="cpu", micro_batch=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_file(args.out)
     classifier = classifier_from_args(args)
     meta = {"imported_from": str(Path(args.checkpoint).resolve())}
     path = classifier.save(args.out, meta={**classifier.meta, **meta})

@@ -26,7 +26,7 @@ from weakspot.cues import CUE_ABSENT, CUE_FAMILIES, CUE_GROUP, COLOURS, ButtonCu
 from weakspot.cues import PatchCue, StickerCue, StrokeCue, TintCue  # noqa: F401  (the families, importable from here too)
 from weakspot.data import CLEAN_TEST, MANIFEST_NAME, SPLIT_COLUMN, ImageSet, load_dataset, manifest_columns, split_indices
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_text
+from weakspot.fileio import temp_prefix, unwritable
 
 
 def _procedural_scenes(labels: torch.Tensor, size: int, signal: float, generator: torch.Generator) -> torch.Tensor:
@@ -79,12 +79,16 @@ def _write_png(path: Path, image: torch.Tensor) -> None:
 def write_imageset(imageset: ImageSet, out: str | Path, label: str) -> Path:
     """Write ``imageset`` as a loadable dataset folder: lossless PNGs under ``images/`` and ``labels.csv``
     (file,<label>,<one column per group>). Built in a temp folder beside ``out`` and renamed into place, so
-    a crash never leaves a half-written dataset; ``out`` must not exist."""
+    a crash never leaves a half-written dataset; ``out`` must not exist. An OSError (a full disk...) is a
+    WeakspotError naming ``out``."""
     target = Path(out)
-    if target.exists():
-        raise WeakspotError(f"{target}: already exists; choose a new --out (a dataset is written once)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        if target.exists():
+            raise WeakspotError(f"{target}: already exists; choose a new --out (a dataset is written once)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
+    except OSError as error:
+        raise unwritable(target, error) from None
     try:
         (staging / "images").mkdir()
         names = [f"images/{index:05d}.png" for index in range(len(imageset))]
@@ -95,10 +99,12 @@ def write_imageset(imageset: ImageSet, out: str | Path, label: str) -> Path:
                 for index, (name, value) in enumerate(zip(names, imageset.labels))]
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([["file", label, *columns], *rows])
-        atomic_write_text(staging / MANIFEST_NAME, buffer.getvalue())
+        (staging / MANIFEST_NAME).write_text(buffer.getvalue())
         os.replace(staging, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise unwritable(target, error) from None
         raise
     return target
 
@@ -172,7 +178,7 @@ def configure_benchmark_command(parser) -> None:
     parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None, help="use a seeded random subset of the source")
-    parser.set_defaults(handler=_run_benchmark_command)
+    parser.set_defaults(handler=_run_benchmark_command, outputs=lambda args: [Path(args.out) / MANIFEST_NAME])
 
 
 def _run_benchmark_command(args) -> int:

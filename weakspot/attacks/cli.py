@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="model queries per image and attack, guidance included (default 200)")
     parser.add_argument("--json", default=None, help="write the report (JSON, atomically) here")
     parser.add_argument("--out", default=None, help=f"folder for {EXAMPLES_NAME} (original vs adversarial)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=output_paths)
 
 
 def check_attack_names(names: list[str]) -> list[str]:
@@ -39,12 +39,9 @@ def check_attack_names(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_outputs(json_path: str | None, out_dir: str | None) -> None:
-    """Refuse a ``--json`` or ``--out`` that can never be written before any attack runs (attack and bench)."""
-    from weakspot.fileio import check_output_file
-
-    for output in filter(None, (json_path, out_dir and Path(out_dir) / EXAMPLES_NAME)):
-        check_output_file(output)
+def output_paths(args: argparse.Namespace) -> list[str | Path | None]:
+    """What ``--json`` and ``--out`` will hold (attack, bench), probed before any attack runs."""
+    return [args.json, args.out and Path(args.out) / EXAMPLES_NAME]
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -70,10 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from weakspot.arguments import classifier_from_args, dataset_from_args
     from weakspot.terminal import console
     from weakspot.data import align_labels
-    from weakspot.fileio import atomic_write_json
+    from weakspot.fileio import atomic_write_json, written_together
 
     names = check_attack_names(args.attacks)
-    check_outputs(args.json, args.out)
     classifier = classifier_from_args(args)
     imageset = dataset_from_args(args)
     labels = align_labels(imageset, classifier.class_names)
@@ -87,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
     report = attack_report(classifier.arch, imageset.source, results, groups)
     report["budget"] = args.budget
     print_report(report)
-    if args.json:
-        console.print(f"report: {atomic_write_json(args.json, report)}")
-    if args.out:
-        grid = example_grid(results, imageset.images, Path(args.out) / EXAMPLES_NAME, classifier.class_names)
-        console.print(f"examples: {grid}")
+    with written_together():
+        written = [f"report: {atomic_write_json(args.json, report)}"] if args.json else []
+        if args.out:
+            grid = example_grid(results, imageset.images, Path(args.out) / EXAMPLES_NAME, classifier.class_names)
+            written.append(f"examples: {grid}")
+    for line in written:
+        console.print(line)
     return 0

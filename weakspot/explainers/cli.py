@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                      "segment-mean (default: each method's own)")
     parser.add_argument("--target", default=None, help="class to explain, by name or index (default: the prediction)")
     add_runtime_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=lambda args: [args.out])
 
 
 def explainer_params(method: str, segments: int, segmentation: str = "slic", samples: int | None = None,
