@@ -89,7 +89,8 @@ def test_failing_audit_leaves_the_previous_outputs(audit_files: tuple[Path, Path
 
 @pytest.mark.parametrize("extra, expected", [
     (["--bins", "age=40,20"], "argument --bins: expected COLUMN=E1,E2,... with increasing integer edges"),
-    (["--bins", "label=0,1"], "labels.csv: column 'label' has the non-numeric value 'tall' (--bins label=...)"),
+    (["--bins", "label=0,1"],
+     "labels.csv: column 'label' has the non-numeric value 'tall' in the row of 'images/00000.png' (--bins label=...)"),
     (["--explainers", "lime,crystal-ball"], "unknown explainer 'crystal-ball'"),
     (["--attacks", "laser"], "unknown attack 'laser'"),
 ], ids=["bins-not-increasing", "bins-not-numeric", "unknown-explainer", "unknown-attack"])

@@ -115,3 +115,61 @@ def test_splits_are_deterministic_stratified_and_disjoint():
     combined = np.concatenate([first["train"], first["val"], first["test"]])
     assert sorted(combined.tolist()) == list(range(100))
     assert [int((labels[first[name]] == 1).sum()) for name in ("train", "val", "test")] == [21, 4, 5]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_or_class(tmp_path):
+    from weakspot.arguments import class_names_arg
+    from weakspot.data import manifest_columns
+
+    path = _manifest(tmp_path, "")
+    path.write_bytes("\ufefffile,gender,cue\r\nimages/a.png,male,x\r\nimages/b.png,female,y\r\n".encode("utf-8"))
+    assert manifest_columns(path) == ["file", "gender", "cue"]
+    imageset = load_manifest(path, "gender", ["cue"], size=8)
+    assert imageset.class_names == ["female", "male"] and imageset.groups["cue"] == ["x", "y"]
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("\ufeffcat\ndog\n".encode("utf-8"))
+    assert class_names_arg(str(classes)) == ["cat", "dog"]
+
+
+def test_hidden_folders_and_macosx_are_not_classes_or_images(tmp_path):
+    _folder_with_problems(tmp_path)
+    for folder in ("__MACOSX/cats", ".git", "dogs/.thumbnails", "dogs/__MACOSX"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("__MACOSX/cats/._ok.jpg", ".git/x.png", "dogs/.thumbnails/t.png", "dogs/__MACOSX/._gray.png",
+                 "dogs/._gray.png"):
+        (tmp_path / name).write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    imageset = load_image_folder(tmp_path, size=16)
+    assert imageset.class_names == ["cats", "dogs"]
+    assert len(imageset) == 5 and len(imageset.skipped) == 2  # the two broken cats of _folder_with_problems
+
+
+def test_unknown_split_values_are_refused_with_the_allowed_ones(tmp_path):
+    path = _manifest(tmp_path, "file,gender,split\nimages/a.png,male,train\nimages/b.png,female,holdout\n")
+    assert len(load_manifest(path, "gender", size=8)) == 2  # the column is only checked where it is used
+    with pytest.raises(WeakspotError, match=r"labels.csv: column 'split' has unknown value\(s\) 'holdout' "
+                                            r"\(allowed: train, val, test, clean_test\)"):
+        load_manifest(path, "gender", ["split"], size=8)
+    _manifest(tmp_path, "file,gender,split\nimages/a.png,male,train\nimages/b.png,female,\n")
+    with pytest.raises(WeakspotError, match=r"unknown value\(s\) ''"):
+        load_manifest(path, "gender", ["split"], size=8)
+
+
+def test_a_sample_without_a_class_says_so(tmp_path):
+    path = _manifest(tmp_path, "file,gender\nimages/a.png,male\nimages/b.png,female\n")
+    with pytest.raises(WeakspotError, match=r"labels.csv: the sample of --max-images 1 holds no image of class"):
+        load_manifest(path, "gender", size=8, max_images=1)
+    with pytest.raises(WeakspotError, match=r"labels.csv: the data holds no image of class 'cat'"):
+        load_manifest(path, "gender", size=8, class_names=["cat", "female", "male"])
+
+
+@pytest.mark.parametrize("last, message", [("label", "no column 'gender'"), ("c7", "column 'c7' appears twice")])
+def test_a_header_of_100k_columns_is_checked_at_once(tmp_path, last, message):
+    import time
+
+    header = ",".join(["file", *(f"c{index}" for index in range(100_000)), last])
+    path = _manifest(tmp_path, header + "\nimages/a.png" + "," * 100_001 + "\n")
+    start = time.perf_counter()
+    with pytest.raises(WeakspotError, match=message) as error:
+        load_manifest(path, "gender", size=8)
+    assert time.perf_counter() - start < 2.0
+    assert len(str(error.value)) < 500  # the columns listed, cut short

@@ -40,7 +40,7 @@ def test_explain_errors_are_one_line_exit_2(button_files, tmp_path, capsys):
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     bad_checkpoint = tmp_path / "bad.pt"
     bad_checkpoint.write_bytes(b"junk")
-    cases = [(checkpoint, tmp_path / "missing.png", "missing.png: file not found"),
+    cases = [(checkpoint, tmp_path / "missing.png", "missing.png: image not found"),
              (checkpoint, corrupt, "corrupt.png: not a readable image"),
              (bad_checkpoint, image, "bad.pt: not a readable checkpoint"),
              (tmp_path / "none.pt", image, "none.pt: checkpoint not found")]

@@ -9,12 +9,15 @@ never "fooled"; an interrupted ``data shortcut`` leaves nothing behind; ``bench`
 from __future__ import annotations
 
 import errno
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +62,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
                        "duplicate.csv": "file,label\nimages/00000.png,tall\nimages/00000.png,wide\n",
                        "twocolumns.csv": "file,label,label\nimages/00000.png,tall,wide\n",
                        "escape.csv": "file,label\n../../etc/passwd,tall\n",
-                       "header.csv": "file,label\n", "empty.csv": ""}.items():
+                       "header.csv": "file,label\n", "empty.csv": "",
+                       "splits.csv": "file,label,split\nimages/00000.png,tall,train\nimages/00001.png,wide,holdout\n"
+                                     "images/00002.png,tall,Train\nimages/00003.png,wide,test\n",
+                       "nanage.csv": "file,label,age\nimages/00000.png,tall,30\nimages/00001.png,wide,nan\n",
+                       "infage.csv": "file,label,age\nimages/00000.png,tall,inf\nimages/00001.png,wide,30\n",
+                       "onlytall.csv": "file,label\n" + "".join(f"images/{index:05d}.png,tall\n" for index in range(8)),
+                       }.items():
         (data / name).write_text(text)
     (data / "binary.csv").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")  # a JPEG named .csv
 
@@ -180,6 +189,10 @@ BAD_INPUT = [
      ["twocolumns.csv: column 'label' appears twice"]),
     ("inspect-path-escape", "data inspect --data {root}/data/escape.csv --label label",
      ["escape.csv:2: path '../../etc/passwd' leaves the dataset folder"]),
+    ("inspect-sample-misses-a-class", "data inspect --data {root}/data --label label --size 32 --max-images 1",
+     ["labels.csv: the sample of --max-images 1 holds no image of class '"]),
+    ("inspect-unknown-split-values", "data inspect --data {root}/data/splits.csv --label label --groups split",
+     ["splits.csv: column 'split' has unknown value(s) 'Train', 'holdout' (allowed: train, val, test, clean_test)"]),
     ("inspect-no-readable-image", "data inspect --data {root}/broken --label label",
      ["broken/labels.csv: none of the 2 images could be read"]),
     ("inspect-size-zero", "data inspect --data {root}/data --label label --size 0", ["argument --size", "got 0"]),
@@ -203,6 +216,10 @@ BAD_INPUT = [
     # train
     ("train-missing-data", "train --data {root}/missing " + TRAINING + " --weights none" + NEW_RUN,
      ["missing: no such file or directory"]),
+    ("train-unknown-split-values", "train --data {root}/data/splits.csv " + TRAINING + " --weights none" + NEW_RUN,
+     ["splits.csv: column 'split' has unknown value(s) 'Train', 'holdout'"]),
+    ("train-one-class", "train --data {root}/data/onlytall.csv " + TRAINING + " --weights none --batch-size 4" + NEW_RUN,
+     ["a classifier needs at least two classes, got 1 (tall)"]),
     ("train-path-escape", "train --data {root}/data/escape.csv " + TRAINING + " --weights none" + NEW_RUN,
      ["leaves the dataset folder"]),
     ("train-other-class-count", TRAIN + " --weights {root}/three.pt" + NEW_RUN,
@@ -224,7 +241,14 @@ BAD_INPUT = [
     ("train-out-is-a-file", TRAIN + " --weights none --out {root}/model.pt", ["model.pt is a file"]),
     ("train-zero-epochs", TRAIN + " --weights none --epochs 0" + NEW_RUN, ["argument --epochs", "got 0"]),
     ("train-unknown-device", TRAIN + " --weights none --device banana" + NEW_RUN, ["unknown device 'banana'"]),
+    ("train-batch-of-one", TRAIN + " --weights none --batch-size 1" + NEW_RUN, ["a batch size of 1 for 1 process"]),
     # finetune
+    ("finetune-nan-lr", FINETUNE + " --weights none --lr nan" + NEW_RUN, ["lr must be a finite number > 0", "got nan"]),
+    ("finetune-nan-weight-decay", FINETUNE + " --weights none --weight-decay nan" + NEW_RUN,
+     ["weight decay a finite number >= 0", "nan"]),
+    ("finetune-nan-masktune-lr", FINETUNE + " --weights none --method masktune --masktune-lr nan" + NEW_RUN,
+     ["masktune: the fine-tuning learning rate must be > 0"]),
+    ("finetune-nan-pgd-eps", FINETUNE + " --weights none --method pgd --pgd-eps nan" + NEW_RUN, ["PGD needs eps > 0"]),
     ("finetune-budget-zero", FINETUNE + " --weights none --method adversarial --budget 0" + NEW_RUN,
      ["argument --budget", "got 0"]),
     ("finetune-budget-negative", FINETUNE + " --weights none --method adversarial --budget -3" + NEW_RUN,
@@ -257,9 +281,9 @@ BAD_INPUT = [
     ("explain-nan-model", EXPLAIN + " --checkpoint {root}/nan.pt --image {root}/pictures/good.jpg",
      ["nan.pt", "NaN/inf", "good.jpg"]),
     ("explain-missing-image", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/missing.jpg",
-     ["missing.jpg: file not found"]),
+     ["missing.jpg: image not found"]),
     ("explain-image-is-a-folder", EXPLAIN + " --checkpoint {root}/model.pt --image {root}/pictures/folder.jpg",
-     ["folder.jpg: unreadable"]),
+     ["folder.jpg: is a directory, not an image file"]),
     ("explain-size-absurd", EXPLAIN + " " + GOOD + " --size 100000", ["image size must be 8 to 4096 pixels, got 100000"]),
     ("explain-size-negative", EXPLAIN + " " + GOOD + " --size -1", ["argument --size", "got -1"]),
     ("explain-out-is-a-folder", "explain --method occlusion --segments 8 --device cpu --out {root}/emptydir " + GOOD,
@@ -319,6 +343,12 @@ BAD_INPUT = [
     ("audit-bins-unknown-column", AUDIT + " --bins age=0,20", ["labels.csv: no column 'age'"]),
     ("audit-bins-not-numeric", AUDIT + " --bins label=0,20",
      ["labels.csv: column 'label' has the non-numeric value"]),
+    ("audit-bins-nan", AUDIT.replace("{root}/data ", "{root}/data/nanage.csv ") + " --bins age=0,20",
+     ["nanage.csv: column 'age' has the non-finite value 'nan' in the row of 'images/00001.png'"]),
+    ("audit-bins-inf", AUDIT.replace("{root}/data ", "{root}/data/infage.csv ") + " --bins age=0,20",
+     ["infage.csv: column 'age' has the non-finite value 'inf' in the row of 'images/00000.png'"]),
+    ("attack-split-unknown-values", ATTACK.replace("{root}/data ", "{root}/data/splits.csv ") + " --split test",
+     ["splits.csv: column 'split' has unknown value(s) 'Train', 'holdout'"]),
     ("audit-unknown-explainer", AUDIT + " --explainers lime,tarot", ["unknown explainer 'tarot'"]),
     ("audit-unknown-attack", AUDIT + " --attacks flip,laser", ["unknown attack 'laser'"]),
     ("audit-budget-below-guidance", AUDIT + " --attacks flip,superpixel --budget 5",
@@ -434,6 +464,71 @@ def test_files_without_permission_are_one_line_errors(world: Path, tmp_path: Pat
                         "--json", str(locked / "report.json")], capsys)
     assert code == 2
     assert_one_line_error(err, "report.json: cannot write there", "Permission denied")
+
+
+@contextlib.contextmanager
+def released_after(fifos: list[Path], seconds: float) -> Iterator[list[Path]]:
+    """Yield a list that names each FIFO a reader still waited on after ``seconds``: from then on, opening the
+    write end releases such a reader (it reads an empty file), so a hang fails the test instead of blocking."""
+    hung: list[Path] = []
+    done = threading.Event()
+
+    def release() -> None:
+        if done.wait(seconds):
+            return
+        while not done.wait(0.1):
+            for fifo in fifos:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # fails unless a reader waits on it
+                except OSError:
+                    continue
+                hung.append(fifo)
+
+    watchdog = threading.Thread(target=release, daemon=True)
+    watchdog.start()
+    try:
+        yield hung
+    finally:
+        done.set()
+        watchdog.join()
+
+
+FIFO_CASES = [  # (case, command line with the FIFO as {fifo}, the FIFO's name)
+    ("explain-image", EXPLAIN + " --checkpoint {root}/model.pt --image {fifo}", "pipe.jpg"),
+    ("explain-checkpoint", EXPLAIN + " --checkpoint {fifo} --image {root}/pictures/good.jpg", "pipe.pt"),
+    ("inspect-manifest", "data inspect --data {fifo} --label label", "pipe.csv"),
+    ("inspect-labels-csv", "data inspect --data {folder} --label label", "labels.csv"),
+    ("import-classes", "import --checkpoint {root}/plain.pth --model test_efficientnet --classes {fifo} "
+     "--out {folder}/imported.pt", "classes.txt"),
+]
+
+
+@pytest.mark.parametrize("command, name", [case[1:] for case in FIFO_CASES], ids=[case[0] for case in FIFO_CASES])
+def test_a_named_pipe_is_refused_not_read(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          command: str, name: str) -> None:
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    argv = [part.format(root=world, fifo=fifo, folder=tmp_path) for part in shlex.split(command)]
+    with released_after([fifo], 10) as hung:
+        code, _, err = run(argv, capsys)
+    assert not hung, f"{name}: the run blocked reading the named pipe"
+    assert code == 2, err
+    assert_one_line_error(err, f"{name}: is a named pipe, not a regular file")
+
+
+def test_a_named_pipe_in_a_dataset_is_skipped_like_an_unreadable_image(world: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("tall", "wide"):
+        (tmp_path / name).mkdir()
+        shutil.copy(world / "pictures" / "good.jpg", tmp_path / name / "good.jpg")
+    fifo = tmp_path / "tall" / "pipe.jpg"
+    os.mkfifo(fifo)
+    with released_after([fifo], 10) as hung:
+        code, _, err = run(["data", "inspect", "--data", str(tmp_path), "--size", "16"], capsys)
+    assert not hung, "the run blocked reading the named pipe"
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "skipped 1 unreadable image(s)" in lines[0] and "pipe.jpg: is a named pipe" in lines[0]
 
 
 def test_bench_failing_midway_keeps_the_previous_report(world: Path, tmp_path: Path,

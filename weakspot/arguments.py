@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weakspot.errors import WeakspotError
+from weakspot.reading import first_repeated, read_text
 from weakspot.terminal import error_console
 
 if TYPE_CHECKING:
@@ -63,18 +64,18 @@ def comma_list(text: str) -> list[str]:
 def class_names_arg(text: str) -> list[str]:
     """``--classes``: comma-separated names in the model's output order, or a file with one name per line."""
     path = Path(text)
-    if path.is_file():
+    if path.exists():
         try:
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as error:
-            raise argparse.ArgumentTypeError(f"{path}: unreadable classes file ({error})") from None
+            names = [line.strip() for line in read_text(path, "class list").splitlines() if line.strip()]
+        except WeakspotError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     else:
         names = comma_list(text)
     if len(names) < 2:
         raise argparse.ArgumentTypeError(f"needs at least two class names (a,b or a file, one per line), got {text!r}")
-    repeated = [name for index, name in enumerate(names) if name in names[:index]]
-    if repeated:
-        raise argparse.ArgumentTypeError(f"class '{repeated[0]}' appears twice")
+    repeated = first_repeated(names)
+    if repeated is not None:
+        raise argparse.ArgumentTypeError(f"class '{repeated}' appears twice")
     return names
 
 

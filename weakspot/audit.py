@@ -9,6 +9,8 @@ Everything is computed before anything is written, and the outputs replace the p
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,11 @@ def _check_explainers(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _row_name(manifest: str, path: str) -> str:
+    """An image's ``file`` as its manifest row names it (relative to the manifest's folder)."""
+    return os.path.relpath(path, Path(manifest).parent.resolve())
+
+
 def _load_groups(args: argparse.Namespace) -> tuple[ImageSet, list[str]]:
     """The dataset with its group columns; each ``--bins`` column is read and turned into its ``_bin`` group
     (added to the groups when ``--groups`` does not name it)."""
@@ -116,12 +123,16 @@ def _load_groups(args: argparse.Namespace) -> tuple[ImageSet, list[str]]:
     imageset = dataset_from_args(argparse.Namespace(**{**vars(args), "groups": columns}))
     for spec in bins.values():
         values = []
-        for text in imageset.groups[spec.column]:
+        for path, text in zip(imageset.paths, imageset.groups[spec.column]):
             try:
-                values.append(spec.label(float(text)))
+                number = float(text)
             except ValueError:
-                raise WeakspotError(f"{imageset.source}: column '{spec.column}' has the non-numeric value {text!r} "
-                                    f"(--bins {spec.column}=...)") from None
+                number = None
+            if number is None or not math.isfinite(number):
+                kind = "non-numeric" if number is None else "non-finite"
+                raise WeakspotError(f"{imageset.source}: column '{spec.column}' has the {kind} value {text!r} in the "
+                                    f"row of '{_row_name(imageset.source, path)}' (--bins {spec.column}=...)")
+            values.append(spec.label(number))
         imageset.groups[spec.group] = values
     return imageset, groups
 

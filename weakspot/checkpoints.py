@@ -20,6 +20,7 @@ from weakspot.architectures import build_architecture
 from weakspot.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier, Preprocessing
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write
+from weakspot.reading import regular_file
 
 CHECKPOINT_FORMAT = "weakspot-checkpoint-v1"
 WRAPPER_KEYS = ("state_dict", "model")  # where timm's and torchvision's training scripts put the weights
@@ -47,11 +48,7 @@ def _read_weights_file(path: str | os.PathLike) -> Any:
     ``.safetensors``, else ``torch.load(weights_only=True)``. ``argparse.Namespace`` is allowed because
     timm's and torchvision's training scripts save their arguments beside the weights; any other object is
     refused."""
-    file_path = Path(path)
-    if file_path.is_dir():
-        raise WeakspotError(f"{file_path}: is a directory, not a checkpoint file")
-    if not file_path.is_file():
-        raise WeakspotError(f"{file_path}: checkpoint not found")
+    file_path = regular_file(path, "checkpoint")
     if file_path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -8,6 +8,7 @@ before any decoding; a single unreadable image is skipped, counted and reported.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,15 +18,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from weakspot.arguments import SPLITS
 from weakspot.errors import WeakspotError
+from weakspot.reading import first_repeated, listing, read_text, regular_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb limit, checked from the header before decoding
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # side after resizing: a 4096 px float image is already 200 MB
 MANIFEST_NAME = "labels.csv"
-SPLIT_COLUMN = "split"  # a manifest column that fixes each image's split (train, val, test, clean_test)
+MANIFEST_WHAT = "CSV manifest"  # the noun of a manifest's errors
+SPLIT_COLUMN = "split"  # a manifest column that fixes each image's split: one of SPLITS
 CLEAN_TEST = "clean_test"  # the split of a benchmark's test images without the planted cue
 LOADER_THREADS = 4
+SKIPPED_FOLDERS = frozenset({"__MACOSX"})  # archive metadata (with hidden names): never a class or an image
 
 
 @dataclass
@@ -91,6 +96,7 @@ def read_image(path: str | Path, size: int) -> torch.Tensor:
 
 def _decode(path: str | Path, size: int) -> torch.Tensor:
     """``read_image`` without the size check (done once per dataset)."""
+    regular_file(path, "image")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -99,7 +105,7 @@ def _decode(path: str | Path, size: int) -> torch.Tensor:
             image.load()
             rgb = ImageOps.fit(_to_rgb(image), (size, size), method=Image.Resampling.BILINEAR)
     except FileNotFoundError:
-        raise WeakspotError(f"{path}: file not found") from None
+        raise WeakspotError(f"{path}: image not found") from None
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise WeakspotError(f"{path}: not a readable image ({type(error).__name__})") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -124,7 +130,14 @@ def _read_all(paths: Sequence[Path], size: int) -> tuple[list[torch.Tensor | Non
 
 
 def _assemble(paths: list[Path], label_names: list[str], groups: dict[str, list[str]], size: int,
-              class_names: list[str], source: str) -> ImageSet:
+              class_names: list[str], source: str, sample_of: int | None) -> ImageSet:
+    """Decode the rows and build the ImageSet; every class needs an image (``sample_of``: the rows are the
+    seeded sample of ``--max-images``, which may miss a class)."""
+    present = set(label_names)
+    absent = [name for name in class_names if name not in present]
+    if absent:
+        sample = f"the sample of --max-images {sample_of}" if sample_of is not None else "the data"
+        raise WeakspotError(f"{source}: {sample} holds no image of class '{absent[0]}'")
     tensors, skipped = _read_all(paths, size)
     kept = [i for i, tensor in enumerate(tensors) if tensor is not None]
     if not kept:
@@ -148,18 +161,24 @@ def _sample_rows(count: int, max_images: int | None, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(count, size=max_images, replace=False).tolist())
 
 
+def _skipped_name(name: str) -> bool:
+    return name.startswith(".") or name in SKIPPED_FOLDERS
+
+
 def load_image_folder(root: str | Path, size: int, max_images: int | None = None, seed: int = 0) -> ImageSet:
-    """An ImageFolder tree: every sub-folder is a class (sorted by name), every image file in it a sample."""
+    """An ImageFolder tree: every sub-folder is a class (sorted by name), every image file in it a sample.
+    Hidden files and folders and ``__MACOSX`` (what macOS's archiver and Finder leave) are not looked at."""
     root_path = Path(root)
     if not root_path.is_dir():
         raise WeakspotError(f"{root_path}: not a directory")
-    class_dirs = sorted(path for path in root_path.iterdir() if path.is_dir() and not path.name.startswith("."))
+    class_dirs = sorted(path for path in root_path.iterdir() if path.is_dir() and not _skipped_name(path.name))
     if not class_dirs:
         raise WeakspotError(f"{root_path}: no class folders (expected one sub-folder per class)")
     paths: list[Path] = []
     label_names: list[str] = []
     for class_dir in class_dirs:
-        files = sorted(path for path in class_dir.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(path for path in class_dir.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(_skipped_name(part) for part in path.relative_to(class_dir).parts))
         if not files:
             raise WeakspotError(f"{class_dir}: class '{class_dir.name}' is empty (no image files)")
         paths.extend(files)
@@ -167,7 +186,8 @@ def load_image_folder(root: str | Path, size: int, max_images: int | None = None
     rows = _sample_rows(len(paths), max_images, seed)
     class_names = [path.name for path in class_dirs]
     return _assemble([paths[i] for i in rows], [label_names[i] for i in rows],
-                     {"class": [label_names[i] for i in rows]}, size, class_names, str(root_path))
+                     {"class": [label_names[i] for i in rows]}, size, class_names, str(root_path),
+                     max_images if len(rows) < len(paths) else None)
 
 
 def load_manifest(manifest: str | Path, label: str, groups: Sequence[str] = (), size: int = 128,
@@ -175,26 +195,27 @@ def load_manifest(manifest: str | Path, label: str, groups: Sequence[str] = (), 
     """A CSV manifest ``file,<label>,<groups...>``; files are relative to the manifest's folder and may not
     leave it. Every structural problem is reported with the manifest's name and line before decoding."""
     manifest_path = Path(manifest)
-    if not manifest_path.is_file():
-        raise WeakspotError(f"{manifest_path}: manifest not found")
     root = manifest_path.parent.resolve()
+    text = read_text(manifest_path, MANIFEST_WHAT)
     try:
-        with open(manifest_path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise WeakspotError(f"{manifest_path}: not a readable CSV ({error})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    except csv.Error as error:
+        raise WeakspotError(f"{manifest_path}: not a readable {MANIFEST_WHAT} ({error})") from None
     if not columns:
         raise WeakspotError(f"{manifest_path}: empty manifest (no header)")
-    repeated = [column for index, column in enumerate(columns) if column in columns[:index]]
-    if repeated:
-        raise WeakspotError(f"{manifest_path}: column '{repeated[0]}' appears twice in the header")
+    repeated = first_repeated(columns)
+    if repeated is not None:
+        raise WeakspotError(f"{manifest_path}: column '{repeated}' appears twice in the header")
+    present = set(columns)
     for column in ["file", label, *groups]:
-        if column not in columns:
-            raise WeakspotError(f"{manifest_path}: no column '{column}' (columns: {', '.join(columns)})")
+        if column not in present:
+            raise WeakspotError(f"{manifest_path}: no column '{column}' (columns: {listing(columns)})")
     if not rows:
         raise WeakspotError(f"{manifest_path}: no rows")
+    if SPLIT_COLUMN in groups:
+        _check_splits(manifest_path, [(row[SPLIT_COLUMN] or "").strip() for row in rows])
     paths: list[Path] = []
     seen: dict[Path, int] = {}
     for line_number, row in enumerate(rows, start=2):
@@ -220,7 +241,17 @@ def load_manifest(manifest: str | Path, label: str, groups: Sequence[str] = (), 
     selected = _sample_rows(len(rows), max_images, seed)
     group_values = {name: [(rows[i][name] or "").strip() for i in selected] for name in groups}
     return _assemble([paths[i] for i in selected], [label_names[i] for i in selected], group_values, size,
-                     list(class_names), str(manifest_path))
+                     list(class_names), str(manifest_path),
+                     max_images if len(selected) < len(rows) else None)
+
+
+def _check_splits(manifest_path: Path, values: list[str]) -> None:
+    """Every row's ``split`` value is one of SPLITS: a row of another split would silently be in none."""
+    unknown = sorted(set(values) - set(SPLITS))
+    if unknown:
+        named = ", ".join(repr(value) for value in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise WeakspotError(f"{manifest_path}: column '{SPLIT_COLUMN}' has unknown value(s) {named} "
+                            f"(allowed: {', '.join(SPLITS)})")
 
 
 def load_dataset(path: str | Path, size: int = 128, label: str | None = None, groups: Sequence[str] = (),
@@ -229,7 +260,7 @@ def load_dataset(path: str | Path, size: int = 128, label: str | None = None, gr
     ImageFolder tree."""
     source = Path(path)
     manifest = source / MANIFEST_NAME if source.is_dir() else source
-    if source.suffix.lower() == ".csv" or (source.is_dir() and manifest.is_file()):
+    if source.suffix.lower() == ".csv" or (source.is_dir() and manifest.exists()):
         if label is None:
             raise WeakspotError(f"{manifest}: a manifest needs a label column (--label)")
         return load_manifest(manifest, label, groups, size=size, max_images=max_images, seed=seed)
@@ -244,10 +275,12 @@ def manifest_columns(path: str | Path) -> list[str]:
     """The header of a CSV manifest (a ``.csv`` file or a folder with ``labels.csv``); [] for an ImageFolder."""
     source = Path(path)
     manifest = source / MANIFEST_NAME if source.is_dir() else source
-    if manifest.suffix.lower() != ".csv" or not manifest.is_file():
+    if manifest.suffix.lower() != ".csv" or not manifest.exists():
         return []
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), [])
+    try:
+        return next(csv.reader(io.StringIO(read_text(manifest, MANIFEST_WHAT), newline="")), [])
+    except csv.Error:
+        return []  # the load that follows reports it
 
 
 def align_labels(imageset: ImageSet, class_names: Sequence[str]) -> torch.Tensor:

@@ -43,6 +43,9 @@ def load_model(name: str | None, num_classes: int | None = None, weights: str | 
         class_names = [str(index) for index in range(num_classes)]
     elif num_classes is not None and num_classes != len(class_names):
         raise WeakspotError(f"num_classes={num_classes} but {len(class_names)} class names")
+    if len(class_names) < 2:
+        raise WeakspotError(f"a classifier needs at least two classes, got {len(class_names)} "
+                            f"({', '.join(class_names) or 'none'}): one class is the answer for every image")
     model = timm_architecture(name, imagenet=weights is not None)
     if len(class_names) != model.num_classes:
         model.reset_classifier(len(class_names))
