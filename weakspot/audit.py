@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,18 @@ from weakspot.arguments import (add_data_arguments, add_model_arguments, add_run
                                 comma_list, dataset_from_args, positive_int)
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, print_report
 from weakspot.bench import CURVES_NAME, run_attacks, write_figures
+from weakspot.augment.adversarial import LoopConfig
 from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json, written_together
 from weakspot.report import build_report
+from weakspot.shortcut_finder import FINDER_IMAGES, find_shortcuts, findings_figure
 from weakspot.terminal import console, error_console
 
 DEFAULT_EXPLAINERS = "lime,shap,gradcam"
 REPORT_NAME = "report.json"
+SHORTCUTS_NAME = "shortcuts.png"
 EXPLAIN_CHUNK = 8  # images per explainer call: the progress bar's step
 BIN_SUFFIX = "_bin"
 # LIME's convention as a continuous map: green raises the class, red lowers it, transparent around zero
@@ -89,6 +92,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=positive_int, default=200,
                         help="model evaluations per image for lime, shap and shap-partition (default 200)")
     parser.add_argument("--segments", type=positive_int, default=24, help="about this many superpixels (default 24)")
+    parser.add_argument("--shortcut-images", type=positive_int, default=FINDER_IMAGES,
+                        help="images per class the shortcut finder attacks to locate and test the cues the model "
+                             f"leans on (default {FINDER_IMAGES})")
+    parser.add_argument("--no-shortcuts", action="store_true", help=f"no shortcut finder (and no {SHORTCUTS_NAME})")
     parser.add_argument("--out", required=True, help=f"folder for {REPORT_NAME} and the PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal only)")
     parser.set_defaults(handler=run, outputs=output_paths)
@@ -96,7 +103,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def output_paths(args: argparse.Namespace) -> list[Path]:
     """The files of ``--out``, probed before any work."""
-    names = (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in args.explainers))
+    names = (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in args.explainers),
+             *(() if args.no_shortcuts else (SHORTCUTS_NAME,)))
     return [Path(args.out) / name for name in names]
 
 
@@ -217,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, description=f"explain {name}")
             maps[name] = _mean_maps(classifier, name, images, labels, args,
                                     lambda count: progress.advance(task, count))
+        progress.update(task, description="find shortcuts")
+        findings, cues = ([], None) if args.no_shortcuts else find_shortcuts(
+            classifier, images, labels, per_class=args.shortcut_images, seed=args.seed)
     report = build_report(classifier.arch, imageset.source, records)
     report["audit"] = {
         "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size, "split": args.split,
@@ -226,12 +237,21 @@ def run(args: argparse.Namespace) -> int:
         "explained_per_class": {classifier.class_names[label]: count for label, (count, _) in
                                 next(iter(maps.values())).items()},
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME}
+    if not args.no_shortcuts:
+        report["audit"]["shortcuts"] = {"gate": LoopConfig().gate, "images_per_class": args.shortcut_images,
+                                        "figure": SHORTCUTS_NAME, "findings": [asdict(item) for item in findings]}
+        console.print("[bold]Shortcuts[/] (the cues the model leans on, tested against a control; "
+                      f"{SHORTCUTS_NAME} shows them)")
+        for finding in findings:
+            console.print(f"  {finding.verdict}", highlight=False, markup=False)
     print_report(report)
     with written_together():
         for name, class_maps in maps.items():
             save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names),
                         out / f"mean_{name}.png")
         write_figures(out, records, results, images, classifier)
+        if not args.no_shortcuts:
+            save_figure(findings_figure(classifier, images, labels, cues, findings, args.seed), out / SHORTCUTS_NAME)
         atomic_write_json(out / REPORT_NAME, report)
     console.print(f"audit: {out / REPORT_NAME}, {len(maps)} mean map(s), {EXAMPLES_NAME}, {CURVES_NAME} in {out}")
     return 0
