@@ -289,6 +289,12 @@ BAD_INPUT = [
     ("explain-out-is-a-folder", "explain --method occlusion --segments 8 --device cpu --out {root}/emptydir " + GOOD,
      ["emptydir: is a directory"]),
     # attack
+    ("attack-json-is-the-checkpoint", ATTACK.replace("outputs/report.json", "model.pt"),
+     ["model.pt: is also this command's input"]),
+    ("import-out-is-the-checkpoint", "import " + PLAIN + " --out {root}/plain.pth",
+     ["plain.pth: is also this command's input"]),
+    ("train-out-inside-the-image-folder", "train --data {root}/pictures " + TRAINING + " --weights none "
+     "--out {root}/pictures/run", ["inside the image folder", "pictures, whose sub-folders are its classes"]),
     ("attack-budget-zero", ATTACK + " --budget 0", ["argument --budget", "got 0"]),
     ("attack-budget-negative", ATTACK + " --budget -1", ["argument --budget", "got -1"]),
     ("attack-budget-below-guidance", ATTACK + " --attacks superpixel --budget 5",

@@ -24,6 +24,9 @@ from weakspot.fileio import check_outputs
 from weakspot.terminal import console, error_console
 
 Handler = Callable[[argparse.Namespace], int]
+# the arguments that name files or folders a command reads: no output may replace them or land in an image folder
+INPUT_ARGUMENTS = ("checkpoint", "weights", "data", "source", "image", "report", "baseline", "jtt_identification",
+                   "dfr_base")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if in_main_thread else None
     try:
-        check_outputs(*getattr(args, "outputs", lambda _: [])(args))
+        check_outputs(*getattr(args, "outputs", lambda _: [])(args),
+                      inputs=[getattr(args, name, None) for name in INPUT_ARGUMENTS])
         return int(args.handler(args) or 0)
     except WeakspotError as error:
         if args.debug:

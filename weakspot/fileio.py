@@ -7,7 +7,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -91,9 +91,27 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return target
 
 
-def check_outputs(*paths: str | os.PathLike | None) -> list[Path]:
-    """``check_output_file`` on each path given (None and "" are skipped)."""
-    return [check_output_file(path) for path in paths if path]
+def check_outputs(*paths: str | os.PathLike | None, inputs: Sequence[str | os.PathLike | None] = ()) -> list[Path]:
+    """``check_output_file`` on each path given (None and "" are skipped), after refusing one that would
+    overwrite an input file or land inside an input image folder (whose sub-folders are its classes)."""
+    outputs = [Path(path) for path in paths if path]
+    for given in filter(None, inputs):
+        source = Path(given)
+        if not source.exists():
+            continue
+        folder_of_classes = source.is_dir() and not (source / "labels.csv").exists()
+        for output in outputs:
+            try:  # a path the OS cannot even look up is no input: the probe below names its problem
+                same = source.is_file() and output.exists() and os.path.samefile(output, source)
+                inside = folder_of_classes and output.resolve().is_relative_to(source.resolve())
+            except OSError:
+                continue
+            if same:
+                raise WeakspotError(f"{output}: is also this command's input; writing it would replace it")
+            if inside:
+                raise WeakspotError(f"{output}: inside the image folder {source}, whose sub-folders are its classes; "
+                                    "write it elsewhere")
+    return [check_output_file(path) for path in outputs]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
