@@ -19,6 +19,7 @@ import torch
 from weakspot.augment.baselines import Cutout
 from weakspot.cli import main
 from weakspot.errors import WeakspotError
+from weakspot.fileio import append_json_line
 from weakspot.models import load_model
 from weakspot.shortcut import make_shortcut_dataset, write_imageset
 from weakspot.training import TrainConfig, fit, train_classifier
@@ -248,6 +249,11 @@ def test_torchrun_two_ranks_train_one_model(tmp_path):
     assert rank0["seen"] == pytest.approx([48.0, 48.0])  # the ranks split the 48 images, not 2 x 48
     _assert_same(torch.load(out / "last.pt", weights_only=True)["state_dict"], rank0["state"])
     assert len((out / "log.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes the log
+
+
+def test_a_log_line_the_os_refuses_is_a_one_line_error():
+    with pytest.raises(WeakspotError, match="log.jsonl: cannot write there"):
+        append_json_line("/proc/weakspot/log.jsonl", {"epoch": 1})
 
 
 def test_a_last_batch_of_one_image_joins_the_batch_before_it(tiny):

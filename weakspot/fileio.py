@@ -33,6 +33,18 @@ def unwritable(target: str | os.PathLike, error: OSError) -> WeakspotError:
     return WeakspotError(f"{target}: cannot write there ({error.strerror or error})")
 
 
+def append_json_line(path: str | os.PathLike, entry: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it (a log): a crash loses at most the line being written. Any OSError is
+    the one-line error naming the file."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise unwritable(path, error) from None
+
+
 def temp_prefix(target: Path) -> str:
     """The name prefix of a temp file or folder beside ``target`` (hidden, of bounded length)."""
     return f".{target.name[:TEMP_NAME_CHARS]}."

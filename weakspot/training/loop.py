@@ -30,10 +30,10 @@ from typing import Any, Protocol
 import torch
 
 from weakspot.errors import WeakspotError
-from weakspot.fileio import atomic_write_text
+from weakspot.fileio import append_json_line, atomic_write_text
 from weakspot.models import Classifier, read_checkpoint
 from weakspot.training import calibration
-from weakspot.training.steps import (ProgressBar, Trainer, all_sum, append_line, batches_of_images, count_correct,
+from weakspot.training.steps import (ProgressBar, Trainer, all_sum, batches_of_images, count_correct,
                                      epoch_batches, gather_rng, rank_and_world, restore_rng)
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, Classifier], tuple[torch.Tensor, torch.Tensor]]
@@ -251,7 +251,7 @@ def _end_epoch(trainer: Trainer, state: _FitState, epoch: int, totals: tuple[flo
             **trainer.state(), "epoch": epoch + 1, "rng": rng, "config": asdict(config), "history": state.history,
             "best_epoch": state.best_epoch, "best_val_accuracy": state.best_accuracy, "waited": state.waited,
             "stopped": state.stopped})
-        append_line(out / LOG_NAME, entry)
+        append_json_line(out / LOG_NAME, entry)
 
 
 def fit(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig = TrainConfig(),

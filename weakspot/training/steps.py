@@ -4,11 +4,8 @@ the progress bar, and the sums over torchrun ranks."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,15 +119,6 @@ def gather_rng(device: torch.device) -> list[dict[str, Any]]:
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, state)
     return gathered
-
-
-def append_line(path: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk: a crash loses at most the line being written, and
-    resume rewrites the log from the checkpoint's history anyway."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class ProgressBar:
