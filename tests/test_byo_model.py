@@ -144,3 +144,27 @@ def test_a_weakspot_checkpoint_with_disagreeing_flags_is_refused(files: Path, tm
         assert main(["bench", "--checkpoint", str(checkpoint), "--data", str(files / "data"), *BENCH, *flags]) == 2
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and "model.pt: " in error and expected in error, error
+
+
+def test_images_load_at_the_models_input_size_unless_size_says_otherwise(files: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint that records an input size loads its images at that size when --size is not given; given
+    and different, the images load at --size and one warning line says so. Without either, 96 px."""
+    checkpoint = tmp_path / "forty.pt"
+    assert main(["import", "--checkpoint", str(files / "timm.pth"), "--model", TIMM, "--classes", CLASSES,
+                 "--input-size", "40", "--out", str(checkpoint)]) == 0
+    audit = ["audit", "--data", str(files / "data"), "--label", "label", "--attacks", "flip", "--explainers",
+             "gradcam", "--explain-images", "1", "--no-shortcuts", "--device", "cpu", "--no-progress"]
+
+    def audited_size(out: str, *flags: str) -> int:
+        assert main([*audit, *flags, "--out", str(tmp_path / out)]) == 0
+        return json.loads((tmp_path / out / "report.json").read_text())["audit"]["size"]
+
+    capsys.readouterr()
+    assert audited_size("default", "--checkpoint", str(checkpoint)) == 40
+    assert "warning" not in capsys.readouterr().err
+    assert audited_size("given", "--checkpoint", str(checkpoint), "--size", "32") == 32
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["weakspot: warning: --size 32 differs from the model's input size 40; images are loaded at "
+                        "32 px and resized to 40"]
+    assert audited_size("plain", "--checkpoint", str(files / "timm.pth"), "--model", TIMM, "--classes", CLASSES) == 96
