@@ -168,3 +168,20 @@ def test_images_load_at_the_models_input_size_unless_size_says_otherwise(files: 
     assert warnings == ["weakspot: warning: --size 32 differs from the model's input size 40; images are loaded at "
                         "32 px and resized to 40"]
     assert audited_size("plain", "--checkpoint", str(files / "timm.pth"), "--model", TIMM, "--classes", CLASSES) == 96
+
+
+def test_the_balance_refuses_a_model_without_a_linear_last_layer_before_training(files: Path, tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """squeezenet ends in a convolution: the loop's class-bias balance cannot shift its logits, so finetune says so
+    in one line before it trains (no run folder written); with the balance off it trains."""
+    checkpoint = tmp_path / "squeezenet.pt"
+    assert main(["import", "--checkpoint", str(files / "torchvision.pth"), "--model", TORCHVISION, "--classes",
+                 CLASSES, "--out", str(checkpoint)]) == 0
+    finetune = ["finetune", "--weights", str(checkpoint), "--data", str(files / "data"), "--label", "label",
+                "--size", "32", "--epochs", "1", "--device", "cpu", "--no-progress", "--method", "adversarial"]
+    capsys.readouterr()
+    assert main([*finetune, "--out", str(tmp_path / "refused")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "has no linear last layer with a bias" in errors[0]
+    assert not (tmp_path / "refused" / "log.jsonl").exists()
+    assert main([*finetune, "--balance-recall", "off", "--out", str(tmp_path / "trained")]) == 0
