@@ -66,6 +66,7 @@ def test_audit_writes_report_with_age_bins_mean_maps_and_examples(audit_files: t
     assert audit["explained_per_class"] == {"tall": 4, "wide": 4}
     pictures = [*audit["mean_maps"].values(), audit["examples"], audit["curves"], audit["shortcuts"]["figure"]]
     assert [finding["label"] for finding in audit["shortcuts"]["findings"]] == ["tall", "wide"]
+    assert list(audit["stage_seconds"]) == ["attacks", "lime maps", "shap maps", "gradcam maps", "shortcuts"]
     assert list(audit["mean_maps"]) == ["lime", "shap", "gradcam"]
     for name in pictures:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,25 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
     names = (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in args.explainers),
              *(() if args.no_shortcuts else (SHORTCUTS_NAME,)))
     return [Path(args.out) / name for name in names]
+
+
+class StageClock:
+    """Seconds per stage of a run (``with clock("attacks"): ...``), and where the time went as one line."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values()) or 1.0
+        return ", ".join(f"{stage} {seconds:.0f} s ({seconds / total:.0%})" for stage, seconds in self.seconds.items())
 
 
 def _check_explainers(names: list[str]) -> list[str]:
@@ -217,17 +239,21 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, description=f"attack {list(records.attacks)[-1]}",
                             completed=sum(len(attack.fooled) for attack in records.attacks.values()))
 
-        records, results = run_attacks(classifier, images, labels, attack_names, args.budget,
-                                       [imageset.group_of(i, groups) for i in range(len(labels))], seed=args.seed,
-                                       show_progress=False, on_chunk=attacked)
+        stages = StageClock()
+        with stages("attacks"):
+            records, results = run_attacks(classifier, images, labels, attack_names, args.budget,
+                                           [imageset.group_of(i, groups) for i in range(len(labels))],
+                                           seed=args.seed, show_progress=False, on_chunk=attacked)
         maps = {}
         for name in explainer_names:
             progress.update(task, description=f"explain {name}")
-            maps[name] = _mean_maps(classifier, name, images, labels, args,
-                                    lambda count: progress.advance(task, count))
+            with stages(f"{name} maps"):
+                maps[name] = _mean_maps(classifier, name, images, labels, args,
+                                        lambda count: progress.advance(task, count))
         progress.update(task, description="find shortcuts")
-        findings, cues = ([], None) if args.no_shortcuts else find_shortcuts(
-            classifier, images, labels, per_class=args.shortcut_images, seed=args.seed)
+        with stages("shortcuts"):
+            findings, cues = ([], None) if args.no_shortcuts else find_shortcuts(
+                classifier, images, labels, per_class=args.shortcut_images, seed=args.seed)
     report = build_report(classifier.arch, imageset.source, records)
     report["audit"] = {
         "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size, "split": args.split,
@@ -236,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         "mean_maps": {name: f"mean_{name}.png" for name in explainer_names},
         "explained_per_class": {classifier.class_names[label]: count for label, (count, _) in
                                 next(iter(maps.values())).items()},
-        "examples": EXAMPLES_NAME, "curves": CURVES_NAME}
+        "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds}
     if not args.no_shortcuts:
         report["audit"]["shortcuts"] = {"gate": LoopConfig().gate, "images_per_class": args.shortcut_images,
                                         "figure": SHORTCUTS_NAME, "findings": [asdict(item) for item in findings]}
@@ -254,4 +280,5 @@ def run(args: argparse.Namespace) -> int:
             save_figure(findings_figure(classifier, images, labels, cues, findings, args.seed), out / SHORTCUTS_NAME)
         atomic_write_json(out / REPORT_NAME, report)
     console.print(f"audit: {out / REPORT_NAME}, {len(maps)} mean map(s), {EXAMPLES_NAME}, {CURVES_NAME} in {out}")
+    console.print(f"time: {stages.summary()}", highlight=False)
     return 0
