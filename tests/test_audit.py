@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from weakspot.audit import Bins
+from weakspot.audit import Bins, stratified_sample, wilson
 from weakspot.cli import main
 from weakspot.models import load_model
 from weakspot.report import load_report
@@ -107,3 +107,29 @@ def test_audit_bad_input_is_one_line_and_writes_nothing(audit_files: tuple[Path,
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.count("\n") == 0 and expected in error, error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_audit_attacks_a_stratified_sample_with_intervals(audit_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """Each subgroup contributes as many images as a 95% interval of +-WIDTH needs at worst (4 at 0.5), the
+    report is of that sample, and every subgroup's errors carry their Wilson interval; --all-images attacks all."""
+    root, _ = audit_files
+    assert _audit(root, tmp_path / "sampled", "--attacks", "flip", "--explainers", "gradcam", "--interval", "0.5") == 0
+    report = load_report(tmp_path / "sampled" / "report.json")
+    sample = report["audit"]["sample"]
+    assert sample["of"] == 24 and sample["attacked"] == report["n"] < 24 and sample["interval"] == 0.5
+    assert all(group["n"] <= 4 for group in report["groups"])
+    for group in report["groups"]:
+        low, high = group["robust_error_interval"]["flip"]
+        assert 0.0 <= low <= group["robust_error"]["flip"] <= high <= 1.0
+    assert _audit(root, tmp_path / "all", "--attacks", "flip", "--explainers", "gradcam", "--all-images") == 0
+    assert load_report(tmp_path / "all" / "report.json")["n"] == 24
+
+
+def test_stratified_sample_and_wilson_interval() -> None:
+    keys = [("a",)] * 300 + [("b",)] * 50
+    rows = stratified_sample(keys, 0.1, seed=3)
+    assert len(rows) == 97 + 50 and torch.equal(rows, stratified_sample(keys, 0.1, seed=3))
+    assert bool((rows[1:] > rows[:-1]).all()) and int((rows >= 300).sum()) == 50
+    low, high = wilson(0.5, 97)
+    assert high - low <= 0.2 and low < 0.5 < high
+    assert wilson(0.0, 10)[0] == 0.0 and wilson(1.0, 10)[1] == 1.0

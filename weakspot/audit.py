@@ -39,6 +39,8 @@ from weakspot.terminal import console, error_console
 DEFAULT_EXPLAINERS = "lime,shap,gradcam"
 REPORT_NAME = "report.json"
 SHORTCUTS_NAME = "shortcuts.png"
+DEFAULT_INTERVAL = 0.1  # +-10 points: about 100 images per subgroup at worst
+Z95 = 1.96
 EXPLAIN_CHUNK = 8  # images per explainer call: the progress bar's step
 BIN_SUFFIX = "_bin"
 # LIME's convention as a continuous map: green raises the class, red lowers it, transparent around zero
@@ -95,6 +97,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=positive_int, default=200,
                         help="model evaluations per image for lime, shap and shap-partition (default 200)")
     parser.add_argument("--segments", type=positive_int, default=24, help="about this many superpixels (default 24)")
+    parser.add_argument("--interval", type=interval_width, default=DEFAULT_INTERVAL, metavar="WIDTH",
+                        help="attack a sample of each subgroup big enough that its robust accuracy's 95%% interval "
+                             f"is at most +-WIDTH (default {DEFAULT_INTERVAL}: about 100 images per subgroup)")
+    parser.add_argument("--all-images", action="store_true", help="attack every image, not a sample")
     parser.add_argument("--shortcut-images", type=positive_int, default=FINDER_IMAGES,
                         help="images per class the shortcut finder attacks to locate and test the cues the model "
                              f"leans on (default {FINDER_IMAGES})")
@@ -109,6 +115,47 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
     names = (REPORT_NAME, EXAMPLES_NAME, CURVES_NAME, *(f"mean_{method}.png" for method in args.explainers),
              *(() if args.no_shortcuts else (SHORTCUTS_NAME,)))
     return [Path(args.out) / name for name in names]
+
+
+def interval_width(text: str) -> float:
+    """``--interval``: a half-width in (0, 0.5]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 0.5], got {text!r}")
+    return value
+
+
+def stratified_sample(keys: list[tuple], width: float, seed: int) -> torch.Tensor:
+    """Sorted rows of a seeded sample of each subgroup (rows with the same key): as many as a 95% interval of
+    +-``width`` on a share needs at worst (p = 0.5), or all of a smaller subgroup."""
+    cap = math.ceil(Z95 ** 2 * 0.25 / width ** 2)
+    generator = torch.Generator().manual_seed(seed)
+    members: dict[tuple, list[int]] = {}
+    for row, key in enumerate(keys):
+        members.setdefault(key, []).append(row)
+    chosen = [torch.tensor(rows)[torch.randperm(len(rows), generator=generator)[:cap]]
+              for _, rows in sorted(members.items())]
+    return torch.cat(chosen).sort().values
+
+
+def wilson(share: float, n: int) -> list[float]:
+    """The 95% Wilson interval of a share observed on ``n`` images."""
+    if n == 0:
+        return [0.0, 1.0]
+    centre = (share + Z95 ** 2 / (2 * n)) / (1 + Z95 ** 2 / n)
+    half = Z95 / (1 + Z95 ** 2 / n) * math.sqrt(share * (1 - share) / n + Z95 ** 2 / (4 * n ** 2))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def with_intervals(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with each subgroup's 95% intervals on its clean and robust errors (its images are a sample)."""
+    for group in report["groups"]:
+        group["clean_error_interval"] = wilson(group["clean_error"], group["n"])
+        group["robust_error_interval"] = {name: wilson(error, group["n"]) for name, error in group["robust_error"].items()}
+    return report
 
 
 class StageClock:
@@ -230,20 +277,22 @@ def run(args: argparse.Namespace) -> int:
     imageset, groups = _load_groups(args)
     labels = align_labels(imageset, classifier.class_names)
     images = imageset.images
+    keys = [tuple(imageset.group_of(i, groups).values()) or (int(labels[i]),) for i in range(len(labels))]
+    attacked = torch.arange(len(labels)) if args.all_images else stratified_sample(keys, args.interval, args.seed)
     explained = sum(min(args.explain_images, int((labels == label).sum())) for label in torch.unique(labels).tolist())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=error_console, disable=args.no_progress or not error_console.is_terminal) as progress:
-        task = progress.add_task("audit", total=len(attack_names) * len(labels) + len(explainer_names) * explained)
+        task = progress.add_task("audit", total=len(attack_names) * len(attacked) + len(explainer_names) * explained)
 
-        def attacked(records: Any) -> None:
+        def attacks_done(records: Any) -> None:
             progress.update(task, description=f"attack {list(records.attacks)[-1]}",
                             completed=sum(len(attack.fooled) for attack in records.attacks.values()))
 
         stages = StageClock()
         with stages("attacks"):
-            records, results = run_attacks(classifier, images, labels, attack_names, args.budget,
-                                           [imageset.group_of(i, groups) for i in range(len(labels))],
-                                           seed=args.seed, show_progress=False, on_chunk=attacked)
+            records, results = run_attacks(classifier, images[attacked], labels[attacked], attack_names, args.budget,
+                                           [imageset.group_of(i, groups) for i in attacked.tolist()],
+                                           seed=args.seed, show_progress=False, on_chunk=attacks_done)
         maps = {}
         for name in explainer_names:
             progress.update(task, description=f"explain {name}")
@@ -254,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         with stages("shortcuts"):
             findings, cues = ([], None) if args.no_shortcuts else find_shortcuts(
                 classifier, images, labels, per_class=args.shortcut_images, seed=args.seed)
-    report = build_report(classifier.arch, imageset.source, records)
+    report = with_intervals(build_report(classifier.arch, imageset.source, records))
     report["audit"] = {
         "checkpoint": args.checkpoint, "budget": args.budget, "seed": args.seed, "size": args.size, "split": args.split,
         "bins": {spec.group: {"column": spec.column, "edges": list(spec.edges), "labels": spec.labels()}
@@ -262,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
         "mean_maps": {name: f"mean_{name}.png" for name in explainer_names},
         "explained_per_class": {classifier.class_names[label]: count for label, (count, _) in
                                 next(iter(maps.values())).items()},
-        "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds}
+        "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds,
+        "sample": {"attacked": len(attacked), "of": len(labels), "interval": None if args.all_images else args.interval}}
     if not args.no_shortcuts:
         report["audit"]["shortcuts"] = {"gate": LoopConfig().gate, "images_per_class": args.shortcut_images,
                                         "figure": SHORTCUTS_NAME, "findings": [asdict(item) for item in findings]}
@@ -275,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
         for name, class_maps in maps.items():
             save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names),
                         out / f"mean_{name}.png")
-        write_figures(out, records, results, images, classifier)
+        write_figures(out, records, results, images[attacked], classifier)
         if not args.no_shortcuts:
             save_figure(findings_figure(classifier, images, labels, cues, findings, args.seed), out / SHORTCUTS_NAME)
         atomic_write_json(out / REPORT_NAME, report)

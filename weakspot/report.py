@@ -201,7 +201,8 @@ def attribute_groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def groups_table(report: dict[str, Any], per_attribute: bool = False) -> Table | None:
     """Error rate per subgroup and attack (``per_attribute``: per value of each attribute, see
-    ``attribute_groups``); the worst group of each column is marked with '*'."""
+    ``attribute_groups``), with its 95% interval when the report has one (an audit's sample); the worst group of
+    each column is marked with '*'."""
     groups = attribute_groups(report["groups"]) if per_attribute else report["groups"]
     if not groups:
         return None
@@ -215,11 +216,14 @@ def groups_table(report: dict[str, Any], per_attribute: bool = False) -> Table |
     worst_clean = max(group["clean_error"] for group in groups)
     worst = {name: max(group["robust_error"][name] for group in groups) for name in attack_names}
 
-    def cell(value: float, worst_value: float) -> str:
-        return f"{value:.1%}" + (" *" if value == worst_value else "")
+    def cell(value: float, worst_value: float, interval: list[float] | None) -> str:
+        spread = "" if interval is None else f" ({interval[0]:.0%}-{interval[1]:.0%})"
+        return f"{value:.1%}{spread}" + (" *" if value == worst_value else "")
 
     for group in groups:
         label = ", ".join(f"{key}={value}" for key, value in group["group"].items())
-        table.add_row(label, str(group["n"]), cell(group["clean_error"], worst_clean),
-                      *[cell(group["robust_error"][name], worst[name]) for name in attack_names])
+        robust_intervals = group.get("robust_error_interval", {})
+        table.add_row(label, str(group["n"]), cell(group["clean_error"], worst_clean, group.get("clean_error_interval")),
+                      *[cell(group["robust_error"][name], worst[name], robust_intervals.get(name))
+                        for name in attack_names])
     return table
