@@ -277,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     imageset, groups = _load_groups(args)
     labels = align_labels(imageset, classifier.class_names)
     images = imageset.images
-    keys = [tuple(imageset.group_of(i, groups).values()) or (int(labels[i]),) for i in range(len(labels))]
+    group_of = [imageset.group_of(i, groups) for i in range(len(labels))]
+    keys = [tuple(group.values()) or (int(label),) for group, label in zip(group_of, labels)]
     attacked = torch.arange(len(labels)) if args.all_images else stratified_sample(keys, args.interval, args.seed)
     explained = sum(min(args.explain_images, int((labels == label).sum())) for label in torch.unique(labels).tolist())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -291,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         stages = StageClock()
         with stages("attacks"):
             records, results = run_attacks(classifier, images[attacked], labels[attacked], attack_names, args.budget,
-                                           [imageset.group_of(i, groups) for i in attacked.tolist()],
+                                           [group_of[i] for i in attacked.tolist()],
                                            seed=args.seed, show_progress=False, on_chunk=attacks_done)
         maps = {}
         for name in explainer_names:

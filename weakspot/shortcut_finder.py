@@ -97,6 +97,7 @@ class _Sample:
     chosen: list[torch.Tensor]
     cues: CueBank
     spots: dict[int, tuple[torch.Tensor | None, CueBank]]
+    spot_cues: CueBank  # every class's cues at its hot spot: the ones tested
     shares: dict[int, tuple[torch.Tensor, torch.Tensor, int]]
 
     def lead(self, label: int) -> float | None:
@@ -121,7 +122,7 @@ def _sample(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, 
     spots = {label: hot_spot(harvest.cues.select(harvest.cues.labels == label)) for label in classes}
     bank = CueBank.concat([CueBank.empty(images), *(spot_cues for _, spot_cues in spots.values())])
     shares = flip_shares(classifier, images, labels, bank, torch.Generator().manual_seed(seed))
-    return _Sample(chosen, harvest.cues, spots, shares)
+    return _Sample(chosen, harvest.cues, spots, bank, shares)
 
 
 def find_shortcuts(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
@@ -150,8 +151,7 @@ def find_shortcuts(classifier: Classifier, images: torch.Tensor, labels: torch.T
         others = "/".join(classifier.class_names[other] for other in present if other != label) or "other"
         finding.covers = _covered_cue(label, finding, present, findings, first.spots)
         finding.verdict = _verdict(finding, others, gate)
-    bank = CueBank.concat([CueBank.empty(images), *(spot_cues for _, spot_cues in first.spots.values())])
-    return findings, bank
+    return findings, first.spot_cues
 
 
 def _finding(classifier: Classifier, sample: _Sample, label: int, rows: torch.Tensor, confirmed: bool,
