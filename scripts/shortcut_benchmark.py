@@ -75,6 +75,10 @@ METHODS: list[tuple[str, str, list[str]]] = [
     # rows need the erm row and their time includes ERM's ("identification_seconds")
     *((f"jtt-l{weight}", "jtt", ["--jtt-upweight", str(weight), "--jtt-identification", "{work}/erm/last.pt"])
       for weight in (20, 50, 100)),
+    # the strongest label-free methods: AFR (its own ERM on 80% of the training split, gamma and lambda chosen on
+    # the validation worst group) and SPARE (SpuCo's inference on a 1-epoch model; needs weakspot[peers])
+    ("afr", "afr", []),
+    ("spare", "spare", []),
     # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM and
     # GroupDRO (training groups), and DFR's head refitted on group-balanced validation features of the ERM row's model
     ("groupbalance", "groupbalance", []),

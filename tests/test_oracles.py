@@ -133,7 +133,7 @@ def test_dfr_refits_the_head_on_balanced_groups_and_drops_the_cue():
     assert float((classifier.predict(conflicting)[0] == conflicting_labels).float().mean()) == 0.0
     groups = [f"{int(label)}/{int(c)}" for label, c in zip(labels, cue)]
     method = Dfr(groups[200:], seed=0)
-    method.refit_head(classifier, images[:200], images[200:], labels[200:])
+    method.refit_head(classifier, images[:200], labels[:200], images[200:], labels[200:])
     assert method.details["balanced_images"] == 4 * min(groups[200:].count(g) for g in set(groups[200:]))
     assert float((classifier.predict(conflicting)[0] == conflicting_labels).float().mean()) > 0.85
 

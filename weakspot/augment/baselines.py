@@ -17,8 +17,8 @@ which ``fit`` calls before every step with the epochs done so far (model in eval
 returning True restarts the learning rate's decay once), to refresh its pool, and lets ``__call__``
 concatenate pool examples to each batch at a ratio. ``METHODS`` maps ``weakspot finetune --method`` names to
 factories; "adversarial" is ``weakspot.augment.adversarial.AdversarialAugment``. The published methods that train in
-stages, MaskTune and JTT, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
-their own ``fit`` (``weakspot.augment.masktune``, ``weakspot.augment.jtt``), as are the oracles that are
+stages, MaskTune, JTT, AFR and SPARE, are not transforms but ``weakspot.augment.staged.StagedMethod`` objects with
+their own ``fit`` (``weakspot.augment.masktune``, ``jtt``, ``afr``, ``spare``), as are the oracles that are
 told the groups, group-balanced ERM and DFR (``weakspot.augment.oracles``).
 """
 
@@ -34,9 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from weakspot.augment.adversarial import AdversarialAugment
+from weakspot.augment.afr import Afr
 from weakspot.augment.jtt import Jtt
 from weakspot.augment.masktune import MaskTune
 from weakspot.augment.oracles import Dfr, GroupBalance, GroupDro
+from weakspot.augment.spare import Spare
 from weakspot.augment.staged import StagedMethod
 from weakspot.errors import WeakspotError
 from weakspot.models import Classifier
@@ -136,6 +138,8 @@ METHODS: dict[str, Callable[..., BatchTransform | StagedMethod | None]] = {
     "adversarial": AdversarialAugment,  # needs images= and labels= (the training set it attacks)
     "masktune": MaskTune,
     "jtt": Jtt,
+    "afr": Afr,  # val_groups= (validation group labels) for its choice of gamma and lambda, if there are any
+    "spare": Spare,
     "groupbalance": GroupBalance,  # oracles: need groups= (training) or val_groups= (validation) group labels
     "groupdro": GroupDro,
     "dfr": Dfr,

@@ -41,13 +41,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
+from weakspot.augment.last_layer import HeadRefit, penultimate_features, worst_group_accuracy
 from weakspot.augment.staged import StageRunner
 from weakspot.distributed import all_reduce_sum
 from weakspot.errors import WeakspotError
-from weakspot.models import Classifier, linear_head, load_checkpoint
-from weakspot.training.loop import LAST_CHECKPOINT, BatchObjective, FitResult, TrainConfig
+from weakspot.models import Classifier
+from weakspot.training.loop import BatchObjective, FitResult, TrainConfig
 
 GROUPDRO_STEP = 0.01  # the authors' robust_step_size, eta_q
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the authors' grid of inverse L1 strengths
@@ -145,18 +145,6 @@ class GroupDro(GroupBalance):
         return {"step_size": self.step_size, "group_weights": dict(zip(objective.names, objective.weights.tolist()))}
 
 
-def penultimate_features(classifier: Classifier, images: torch.Tensor) -> tuple[np.ndarray, nn.Linear]:
-    """What the classifier's linear head sees for each image (N, D), read by a hook on the head, and the head."""
-    head = linear_head(classifier, "dfr", images[:1])
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach().float().cpu()))
-    try:
-        classifier.predict_proba(images)
-    finally:
-        hook.remove()
-    return torch.cat(captured).numpy().astype(np.float64), head
-
-
 def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of a random subsample with every group cut to the smallest group's size."""
     members = [np.flatnonzero(groups == group) for group in np.unique(groups)]
@@ -170,12 +158,8 @@ def _logistic(features: np.ndarray, labels: np.ndarray, c: float) -> Any:
     return LogisticRegression(l1_ratio=1.0, C=c, solver="liblinear").fit(features, labels)  # L1 (sklearn >= 1.8)
 
 
-def _worst_group(predicted: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    return min(float((predicted[groups == group] == labels[groups == group]).mean()) for group in np.unique(groups))
-
-
 @dataclass
-class Dfr:
+class Dfr(HeadRefit):
     """``weakspot finetune --method dfr``: ERM (or the trained model ``base``), then the linear head refitted on
     group-balanced validation features (an oracle: ``val_groups`` holds every validation image's group)."""
 
@@ -183,32 +167,16 @@ class Dfr:
     base: str | None = None  # a trained weakspot checkpoint (e.g. an ERM run's last.pt) instead of the ERM stage
     seed: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    name: ClassVar[str] = "dfr"
 
-    def fit(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-            val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-            out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = False,
-            meta: dict[str, Any] | None = None, balance_recall: bool | None = None) -> FitResult:
+    def check(self, val_images: torch.Tensor | None, val_labels: torch.Tensor | None, balance_recall: bool | None) -> None:
         if val_images is None or val_labels is None or len(self.val_groups) != len(val_labels):
             raise WeakspotError("dfr: the head is refitted on the validation split, with one group label per image")
         if balance_recall:
             raise WeakspotError("dfr: the head is fitted on group-balanced validation images; --balance-recall does not apply")
-        stages = StageRunner(val_images, val_labels, out_dir, resume, progress, meta, ("erm", "head"))
-        if self.base is None:
-            result = stages.run("erm", classifier, images, labels, config)
-        else:
-            trained = load_checkpoint(self.base, device=classifier.device)
-            if trained.class_names != classifier.class_names:
-                raise WeakspotError(f"{self.base}: classes {trained.class_names}, the data's are {classifier.class_names}")
-            classifier.model.load_state_dict(trained.model.state_dict())
-            result = FitResult(history=[], best_epoch=0, best_val_accuracy=None, stopped_early=False)
-        self.refit_head(classifier, images, val_images, val_labels)
-        if stages.out is not None:
-            classifier.save(stages.out / LAST_CHECKPOINT, meta={**(meta or {}), "stage": "head", "dfr": self.details})
-        return stages.result(FitResult(history=[], best_epoch=result.best_epoch, best_val_accuracy=None,
-                                       stopped_early=False, out_dir=stages.out, kept_epoch=result.kept_epoch))
 
-    def refit_head(self, classifier: Classifier, train_images: torch.Tensor, val_images: torch.Tensor,
-                   val_labels: torch.Tensor) -> None:
+    def refit_head(self, classifier: Classifier, train_images: torch.Tensor, train_labels: torch.Tensor,
+                   val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
         """DFR^Tr_Val on ``classifier``'s head, in place: C tuned on halves of validation, then the mean of
         ``DFR_RETRAINS`` balanced fits; the standardisation folded into the head's weights."""
         rng = np.random.default_rng(self.seed)
@@ -224,7 +192,7 @@ class Dfr:
         for c in DFR_C_GRID:  # the authors' tuning: standardised on the fitted half itself
             mean, std = features[fitted].mean(axis=0), features[fitted].std(axis=0) + 1e-8
             model = _logistic((features[fitted] - mean) / std, labels[fitted], c)
-            scores[c] = _worst_group(model.predict((features[scored] - mean) / std), labels[scored], groups[scored])
+            scores[c] = worst_group_accuracy(model.predict((features[scored] - mean) / std), labels[scored], groups[scored])
         best_c = max(DFR_C_GRID, key=lambda c: scores[c])  # the first of equals: the weakest penalty
         mean, std = train_features.mean(axis=0), train_features.std(axis=0) + 1e-8
         coefs, intercepts = [], []

@@ -91,6 +91,8 @@ def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jtt-identification", default=None,
                         help="jtt: a trained weakspot checkpoint (e.g. an ERM run's last.pt) to take the error set "
                              "from instead of training the identification model")
+    parser.add_argument("--spare-epochs", type=positive_int, default=1,
+                        help="spare: epochs of the early ERM model whose outputs are clustered")
     parser.add_argument("--dro-step", type=float, default=GROUPDRO_STEP,
                         help=f"groupdro: step size of the group weights (default {GROUPDRO_STEP}, the paper's)")
     parser.add_argument("--dfr-base", default=None,
@@ -161,6 +163,10 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "jtt":
         return {"upweight": args.jtt_upweight, "identification_epochs": args.jtt_epochs,
                 "identification": args.jtt_identification}
+    if method == "afr":
+        return {"seed": args.seed}
+    if method == "spare":
+        return {"identification_epochs": args.spare_epochs, "seed": args.seed}
     if method == "groupdro":
         return {"step_size": args.dro_step}
     if method == "dfr":
@@ -170,17 +176,22 @@ def method_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return {}
 
 
-# The oracles' parameter that holds group labels, and the split they come from (weakspot.augment.oracles)
-GROUP_ORACLES = {"groupbalance": ("groups", "train"), "groupdro": ("groups", "train"), "dfr": ("val_groups", "val")}
+# The methods told group labels: the parameter that holds them, the split they come from, and whether the method
+# needs them (the oracles, weakspot.augment.oracles) or only uses them where the data has them (AFR's choice)
+GROUP_ORACLES = {"groupbalance": ("groups", "train", True), "groupdro": ("groups", "train", True),
+                 "dfr": ("val_groups", "val", True), "afr": ("val_groups", "val", False)}
 
 
-def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace, label_name: str) -> list[str]:
-    """Each image's group (label x the manifest's cue column and ``--groups``) of the split an oracle is told."""
+def oracle_groups(splits: dict[str, Any], method: str, args: argparse.Namespace, label_name: str) -> list[str] | None:
+    """Each image's group (label x the manifest's cue column and ``--groups``) of the split a method is told;
+    None for a method that does without them when the data has none."""
     from weakspot.shortcut import SPLIT_COLUMN
     from weakspot.training.evaluation import group_keys
 
-    split = GROUP_ORACLES[method][1]
+    _, split, needed = GROUP_ORACLES[method]
     attributes = [g for g in args.groups if g != SPLIT_COLUMN]
+    if not attributes and not needed:
+        return None
     if not attributes or split not in splits:
         raise WeakspotError(f"{args.data}: --method {method} is told the {split} split's groups: it needs a "
                             f"{split} split and group attributes (a cue column or --groups)")
@@ -306,8 +317,8 @@ def run(args: argparse.Namespace, method: str) -> int:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
         if balance or (balance is None and method == "adversarial"):  # refused now, not after the training
             linear_head(classifier, "the class-bias balance (--balance-recall)", train.images[:1])
-        if method == "dfr" and not args.dfr_base:
-            linear_head(classifier, "dfr", train.images[:1])
+        if method == "afr" or (method == "dfr" and not args.dfr_base):  # their head is refitted after the training
+            linear_head(classifier, method, train.images[:1])
         if isinstance(transform, AdversarialAugment):
             transform.check(classifier)
         attributes = [label_name, *(g for g in args.groups if g != SPLIT_COLUMN)]
