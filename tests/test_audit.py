@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from weakspot.audit import Bins, stratified_sample, wilson
+from weakspot.audit import Bins, stratified_sample
+from weakspot.stats import wilson
 from weakspot.cli import main
 from weakspot.models import load_model
 from weakspot.report import load_report
@@ -52,7 +53,8 @@ def test_audit_writes_report_with_age_bins_mean_maps_and_examples(audit_files: t
     root, _ = audit_files
     out = tmp_path / "audit"
     assert _audit(root, out, "--attacks", "flip,block", "--explainers", "lime,shap,gradcam") == 0
-    assert "error rate per group" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "error rate per group" in printed
     report = load_report(out / "report.json")  # the bench schema, readable by weakspot check
     assert {"model", "dataset", "n", "clean_accuracy", "attacks", "groups", "audit"} == set(report)
     assert report["n"] == 24 and [attack["name"] for attack in report["attacks"]] == ["flip", "block"]
@@ -68,6 +70,10 @@ def test_audit_writes_report_with_age_bins_mean_maps_and_examples(audit_files: t
     assert [finding["label"] for finding in audit["shortcuts"]["findings"]] == ["tall", "wide"]
     assert list(audit["stage_seconds"]) == ["attacks", "lime maps", "shap maps", "gradcam maps", "shortcuts"]
     assert list(audit["mean_maps"]) == ["lime", "shap", "gradcam"]
+    diagnosis = audit["diagnosis"]  # printed first, with the method it recommends
+    assert diagnosis["kind"] in ("local cue", "subgroup gap", "none") and printed.startswith("weak spot: ")
+    confirmed = any(finding["confirmed"] for finding in audit["shortcuts"]["findings"])
+    assert (diagnosis["kind"] == "local cue") == confirmed
     for name in pictures:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
     assert sorted(path.name for path in out.iterdir()) == sorted([*pictures, "report.json"])  # no temp files

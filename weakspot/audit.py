@@ -30,17 +30,18 @@ from weakspot.bench import CURVES_NAME, run_attacks, write_figures
 from weakspot.augment.adversarial import LoopConfig
 from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
+from weakspot.diagnosis import Diagnosis, GroupScore, diagnose
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json, written_together
 from weakspot.report import build_report
 from weakspot.shortcut_finder import FINDER_IMAGES, find_shortcuts, findings_figure
+from weakspot.stats import Z95, wilson
 from weakspot.terminal import console, error_console
 
 DEFAULT_EXPLAINERS = "lime,shap,gradcam"
 REPORT_NAME = "report.json"
 SHORTCUTS_NAME = "shortcuts.png"
 DEFAULT_INTERVAL = 0.1  # +-10 points: about 100 images per subgroup at worst
-Z95 = 1.96
 EXPLAIN_CHUNK = 8  # images per explainer call: the progress bar's step
 BIN_SUFFIX = "_bin"
 # LIME's convention as a continuous map: green raises the class, red lowers it, transparent around zero
@@ -141,15 +142,6 @@ def stratified_sample(keys: list[tuple], width: float, seed: int) -> torch.Tenso
     return torch.cat(chosen).sort().values
 
 
-def wilson(share: float, n: int) -> list[float]:
-    """The 95% Wilson interval of a share observed on ``n`` images."""
-    if n == 0:
-        return [0.0, 1.0]
-    centre = (share + Z95 ** 2 / (2 * n)) / (1 + Z95 ** 2 / n)
-    half = Z95 / (1 + Z95 ** 2 / n) * math.sqrt(share * (1 - share) / n + Z95 ** 2 / (4 * n ** 2))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
-
-
 def with_intervals(report: dict[str, Any]) -> dict[str, Any]:
     """The report with each subgroup's 95% intervals on its clean and robust errors (its images are a sample)."""
     for group in report["groups"]:
@@ -175,6 +167,19 @@ class StageClock:
     def summary(self) -> str:
         total = sum(self.seconds.values()) or 1.0
         return ", ".join(f"{stage} {seconds:.0f} s ({seconds / total:.0%})" for stage, seconds in self.seconds.items())
+
+
+def weak_spot(report: dict[str, Any], correct: list[bool], labels: list[int], class_names: list[str],
+              verdicts: list[str] | None) -> Diagnosis:
+    """The diagnosis (``weakspot.diagnosis``) from the confirmed verdicts and each subgroup's clean accuracy on the
+    attacked images; the classes stand for the subgroups when the audit has none."""
+    if report["groups"]:
+        groups = [GroupScore(", ".join(f"{key}={value}" for key, value in group["group"].items()), group["n"],
+                             1.0 - group["clean_error"]) for group in report["groups"]]
+    else:
+        groups = [GroupScore(name, labels.count(label), sum(c for c, y in zip(correct, labels) if y == label)
+                             / max(1, labels.count(label))) for label, name in enumerate(class_names)]
+    return diagnose(verdicts, groups)
 
 
 def _check_explainers(names: list[str]) -> list[str]:
@@ -314,6 +319,11 @@ def run(args: argparse.Namespace) -> int:
                                 next(iter(maps.values())).items()},
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds,
         "sample": {"attacked": len(attacked), "of": len(labels), "interval": None if args.all_images else args.interval}}
+    verdicts = None if args.no_shortcuts else [finding.verdict for finding in findings if finding.confirmed]
+    diagnosis = weak_spot(report, [bool(c) for c in records.correct], labels[attacked].tolist(),
+                          classifier.class_names, verdicts)
+    report["audit"]["diagnosis"] = diagnosis.as_dict()
+    console.print(diagnosis.line(), highlight=False, markup=False)
     if not args.no_shortcuts:
         report["audit"]["shortcuts"] = {"gate": LoopConfig().gate, "images_per_class": args.shortcut_images,
                                         "figure": SHORTCUTS_NAME, "findings": [asdict(item) for item in findings]}
