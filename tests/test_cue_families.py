@@ -49,6 +49,16 @@ def test_every_family_is_deterministic_per_generator_seed(name):
         assert not torch.equal(first, cue.paste(images, present, torch.Generator().manual_seed(4))[1])
 
 
+def test_the_corner_stamp_moves_between_all_four_corners():
+    images, present = _images(count=200), torch.ones(200, dtype=torch.bool)
+    _, masks = CUE_FAMILIES["corners"].paste(images, present, torch.Generator().manual_seed(0))
+    boxes = mask_boxes(masks).float()
+    centres_x, centres_y = (boxes[:, 1] + boxes[:, 3]) / 2 / 40, (boxes[:, 0] + boxes[:, 2]) / 2 / 40
+    corners = Counter(zip((centres_x > 0.5).tolist(), (centres_y > 0.5).tolist()))
+    assert len(corners) == 4 and min(corners.values()) > 30  # each corner about a quarter of the images
+    assert ((centres_x - 0.5).abs() > 0.3).all() and ((centres_y - 0.5).abs() > 0.3).all()
+
+
 def test_sticker_position_comes_from_the_build_seed_unless_given():
     sticker = StickerCue()
     assert sticker.position is None

@@ -1,5 +1,6 @@
 """Cue families: the small marks a planted-shortcut benchmark pastes on one class far more often than on the
-other's (a dark collar "button", a sticker, a textured patch, a stroke or a faint global tint).
+other's (a dark collar "button", a sticker, a textured patch, a stroke, a stamp in one of four corners or a faint global
+tint).
 
 Every family follows one contract (``Cue``) and sits in one registry (``CUE_FAMILIES``), so a benchmark can
 swap the cue without the methods under test knowing which one it is; ``cue_assignment`` decides which
@@ -46,13 +47,16 @@ def draw_position(generator: torch.Generator) -> Position:
     return round(x, 3), round(y, 3)
 
 
-def _jittered_centres(images: torch.Tensor, position: Position | None, jitter: float, half: float,
+def _jittered_centres(images: torch.Tensor, position: Position | torch.Tensor | None, jitter: float, half: float,
                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image centres (y, x) in pixels: ``position`` (drawn from ``generator`` if None) moved by a uniform
-    +-``jitter`` of the image, so a model must find the cue rather than memorise a pixel; clamped so a
-    shape of half-extent ``half`` pixels stays inside."""
+    """Per-image centres (y, x) in pixels: ``position`` (one (x, y) for all, a (N, 2) tensor of one per image, or
+    drawn from ``generator`` if None) moved by a uniform +-``jitter`` of the image, so a model must find the cue
+    rather than memorise a pixel; clamped so a shape of half-extent ``half`` pixels stays inside."""
     count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
-    x_frac, y_frac = position if position is not None else draw_position(generator)
+    if isinstance(position, torch.Tensor):
+        x_frac, y_frac = position[:, 0], position[:, 1]
+    else:
+        x_frac, y_frac = position if position is not None else draw_position(generator)
     shift = (torch.rand(count, 2, generator=generator) * 2 - 1) * jitter
     centre_y = ((y_frac + shift[:, 0]) * height).clamp(half, height - half)
     centre_x = ((x_frac + shift[:, 1]) * width).clamp(half, width - half)
@@ -164,6 +168,26 @@ class StrokeCue:
 
 
 @dataclass(frozen=True)
+class CornerCue:
+    """A square stamp of ``colour``, side ``size_frac`` of the width, in one of ``positions`` drawn for each image:
+    a mark that sits in one of several places (a watermark, a scanner's stamp, a ruler), not in one."""
+
+    name: ClassVar[str] = "corners"
+    size_frac: float = 0.1
+    colour: Colour = COLOURS["yellow"]
+    positions: tuple[Position, ...] = ((0.12, 0.12), (0.88, 0.12), (0.12, 0.88), (0.88, 0.88))
+    jitter: float = 0.02
+
+    def paste(self, images: torch.Tensor, present: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        half = max(0.5, self.size_frac * images.shape[-1] / 2)
+        places = torch.tensor(self.positions, dtype=torch.float32)
+        chosen = places[torch.randint(len(places), (images.shape[0],), generator=generator)]
+        dy, dx = _offsets(images, *_jittered_centres(images, chosen, self.jitter, half, generator))
+        return _apply(images, present, (dy.abs() < half) & (dx.abs() < half), _colour(self.colour))
+
+
+@dataclass(frozen=True)
 class TintCue:
     """The whole image blended toward ``colour`` by ``size_frac`` (the alpha): a global cue that no
     occlusion removes. Every pixel moves by at most the alpha; the mask is the whole image."""
@@ -184,6 +208,7 @@ CUE_FAMILIES: dict[str, Cue] = {
     "sticker": StickerCue(),
     "patch": PatchCue(),
     "stroke": StrokeCue(),
+    "corners": CornerCue(),
     "tint": TintCue(),
 }
 
