@@ -20,7 +20,8 @@ of them keeps the row of the last one given.
 
 The "jtt" row is not a run of its own: it is, per seed, whichever of jtt-l20 / jtt-l50 / jtt-l100 has the
 best worst-group accuracy on the VALIDATION split (label x cue groups: group labels on validation, as the
-JTT paper tunes lambda_up), so its test numbers are not chosen on the test split.
+JTT paper tunes lambda_up), so its test numbers are not chosen on the test split. The "spare" row is chosen the
+same way between spare-e1 and spare-e2 (the early model's epochs, which the SPARE paper tunes on validation).
 
 Every method runs ``weakspot finetune`` with the same data, seed, epochs and standard augmentation; only
 the training-stream transform differs. "wall s" is measured around each whole run (data loading,
@@ -76,17 +77,18 @@ METHODS: list[tuple[str, str, list[str]]] = [
     *((f"jtt-l{weight}", "jtt", ["--jtt-upweight", str(weight), "--jtt-identification", "{work}/erm/last.pt"])
       for weight in (20, 50, 100)),
     # the strongest label-free methods: AFR (its own ERM on 80% of the training split, gamma and lambda chosen on
-    # the validation worst group) and SPARE (SpuCo's inference on a 1-epoch model; needs weakspot[peers])
+    # the validation worst group) and SPARE (SpuCo's inference on a 1- or 2-epoch model; needs weakspot[peers])
     ("afr", "afr", []),
-    ("spare", "spare", []),
+    *((f"spare-e{epochs}", "spare", ["--spare-epochs", str(epochs)]) for epochs in (1, 2)),
     # oracles, told the groups the others must find (weakspot/augment/oracles.py): group-balanced ERM and
     # GroupDRO (training groups), and DFR's head refitted on group-balanced validation features of the ERM row's model
     ("groupbalance", "groupbalance", []),
     ("groupdro", "groupdro", []),
     ("dfr", "dfr", ["--dfr-base", "{work}/erm/last.pt"]),
 ]
-# A row chosen per run among others by validation worst-group accuracy, as the paper tunes JTT's lambda_up
-SELECTED_ROWS = {"jtt": ("jtt-l20", "jtt-l50", "jtt-l100")}
+# A row chosen per run among others by validation worst-group accuracy, as the papers tune JTT's lambda_up and
+# SPARE's inference epoch
+SELECTED_ROWS = {"jtt": ("jtt-l20", "jtt-l50", "jtt-l100"), "spare": ("spare-e1", "spare-e2")}
 ROW_NAME = "row.json"
 
 

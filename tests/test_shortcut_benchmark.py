@@ -135,7 +135,10 @@ def test_the_benchmark_rows_run_the_default_loop_its_one_setting_ablations_and_e
         assert changed == set(benchmark.LOOP_ABLATIONS[name]), name
     assert len(configs) == len(benchmark.LOOP_ABLATIONS) >= 3
     assert {method for _, method, _ in benchmark.METHODS} == set(METHODS)
-    assert len(benchmark.METHODS) <= 16
+    names = [name for name, _, _ in benchmark.METHODS]
+    assert len(set(names)) == len(names)
+    for selected, candidates in benchmark.SELECTED_ROWS.items():  # a selected row is chosen among real rows
+        assert selected not in names and set(candidates) <= set(names)
 
 
 def test_combine_merges_tables_of_one_data_folder_and_seed(tmp_path, capsys):
