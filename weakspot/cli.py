@@ -65,6 +65,8 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     inspect.set_defaults(handler=_run_data_inspect)
     shortcut = actions.add_parser("shortcut", help="build a planted-shortcut benchmark folder from a dataset")
     importlib.import_module("weakspot.shortcut").configure_benchmark_command(shortcut)
+    confound = actions.add_parser("confound", help="build a benchmark folder whose label goes with an attribute (no pixel planted)")
+    importlib.import_module("weakspot.confound").configure_confound_command(confound)
 
 
 def _not_available(command: str, issue: int) -> Callable[[argparse.ArgumentParser], None]:

@@ -154,11 +154,33 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
                          labels=imageset.labels[torch.as_tensor(order, dtype=torch.long)],
                          class_names=imageset.class_names, groups=groups, source=str(out))
     write_imageset(benchmark, out, label)
+    return split_counts(benchmark)
+
+
+def split_counts(benchmark: ImageSet) -> dict[str, dict[tuple[str, str], int]]:
+    """The image count per split and (class, cue) of a benchmark with split and cue columns."""
     counts: dict[str, dict[tuple[str, str], int]] = {}
-    for split, cue_value, value in zip(groups[SPLIT_COLUMN], groups[CUE_GROUP], benchmark.labels.tolist()):
-        key = (imageset.class_names[value], cue_value)
+    for split, cue_value, value in zip(benchmark.groups[SPLIT_COLUMN], benchmark.groups[CUE_GROUP],
+                                       benchmark.labels.tolist()):
+        key = (benchmark.class_names[value], cue_value)
         counts.setdefault(split, {})[key] = counts.setdefault(split, {}).get(key, 0) + 1
     return counts
+
+
+def print_counts(title: str, counts: dict[str, dict[tuple[str, str], int]], label: str) -> None:
+    """The counts of ``split_counts`` as a table: what a ``weakspot data`` builder wrote."""
+    from rich.table import Table
+
+    from weakspot.terminal import console
+
+    table = Table(title=title)
+    for column in ("split", label, CUE_GROUP):
+        table.add_column(column)
+    table.add_column("images", justify="right")
+    for split, groups in counts.items():
+        for (class_name, cue_value), count in sorted(groups.items()):
+            table.add_row(split, class_name, cue_value, str(count))
+    console.print(table)
 
 
 def configure_benchmark_command(parser) -> None:
@@ -182,22 +204,11 @@ def configure_benchmark_command(parser) -> None:
 
 
 def _run_benchmark_command(args) -> int:
-    from rich.table import Table
-
-    from weakspot.terminal import console
-
     cue = configure_cue(args.cue, colour=None if args.cue_colour is None else parse_colour(args.cue_colour),
                         size=args.cue_size, jitter=args.cue_jitter,
                         position=None if args.cue_position is None else parse_position(args.cue_position))
     counts = build_shortcut_benchmark(args.source, args.label, args.out, cue=cue, rate=args.rate,
                                       cue_class=args.cue_class, size=args.size, seed=args.seed,
                                       max_images=args.max_images)
-    table = Table(title=f"{args.out}: planted {place_cue(cue, args.seed)} benchmark ({args.label} x {CUE_GROUP})")
-    for column in ("split", args.label, CUE_GROUP):
-        table.add_column(column)
-    table.add_column("images", justify="right")
-    for split, groups in counts.items():
-        for (class_name, cue_value), count in sorted(groups.items()):
-            table.add_row(split, class_name, cue_value, str(count))
-    console.print(table)
+    print_counts(f"{args.out}: planted {place_cue(cue, args.seed)} benchmark ({args.label} x {CUE_GROUP})", counts, args.label)
     return 0
