@@ -301,11 +301,11 @@ def run(args: argparse.Namespace) -> int:
                                            seed=args.seed, show_progress=False, on_chunk=attacks_done)
         maps = {}
         for name in explainer_names:
-            progress.update(task, description=f"explain {name}")
+            progress.update(task, description=f"explain {name} (so far: {stages.summary()})")
             with stages(f"{name} maps"):
                 maps[name] = _mean_maps(classifier, name, images, labels, args,
                                         lambda count: progress.advance(task, count))
-        progress.update(task, description="find shortcuts")
+        progress.update(task, description=f"find shortcuts (so far: {stages.summary()})")
         with stages("shortcuts"):
             findings, cues = ([], None) if args.no_shortcuts else find_shortcuts(
                 classifier, images, labels, per_class=args.shortcut_images, seed=args.seed)
