@@ -58,13 +58,13 @@ class Afr(HeadRefit):
     with AFR's weights (``afr_weights``), gamma and lambda chosen on the validation split."""
 
     val_groups: Sequence[str] | None = None  # validation group labels for the choice; None: the classes
-    holdout: float = AFR_HOLDOUT
+    holdout: float | None = AFR_HOLDOUT  # None: the head is retrained on the training images the model was trained on
     seed: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     name: ClassVar[str] = "afr"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.holdout < 1.0:
+        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
             raise WeakspotError(f"afr: the held-out share must be in (0, 1), got {self.holdout}")
 
     def check(self, val_images: torch.Tensor | None, val_labels: torch.Tensor | None, balance_recall: bool | None) -> None:
@@ -75,7 +75,9 @@ class Afr(HeadRefit):
         super().check(val_images, val_labels, balance_recall)
 
     def _split(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ERM rows and the held-out rows, a seeded split of the training split."""
+        """The ERM rows and the held-out rows, a seeded split of the training split (all rows both, without one)."""
+        if self.holdout is None:
+            return torch.arange(count), torch.arange(count)
         order = torch.randperm(count, generator=torch.Generator().manual_seed(self.seed))
         held = max(1, round(self.holdout * count))
         if count - held < 2:
@@ -106,7 +108,7 @@ class Afr(HeadRefit):
                         "chosen_on": "validation worst group" if self.val_groups is not None else "validation worst class",
                         "val_score": float(scores[best]),
                         "val_score_erm_head": worst_group_accuracy(erm_predicted, val_labels.cpu().numpy(), groups),
-                        "erm_images": len(labels) - len(held), "reweighted_images": len(held)}
+                        "erm_images": len(self.erm_rows(len(labels))), "reweighted_images": len(held)}
 
     def _sweep(self, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, val_y: np.ndarray, groups: np.ndarray,
                weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor], np.ndarray]:
