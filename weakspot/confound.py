@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from weakspot.cues import CUE_ABSENT, CUE_GROUP
-from weakspot.data import MANIFEST_NAME, SPLIT_COLUMN, ImageSet, load_dataset, manifest_columns, split_indices
+from weakspot.data import SPLIT_COLUMN, ImageSet, load_dataset, manifest_columns, split_indices
 from weakspot.errors import WeakspotError
-from weakspot.shortcut import print_counts, split_counts, write_imageset
+from weakspot.shortcut import add_builder_arguments, print_counts, split_counts, write_imageset
 
 BRIGHTNESS = "brightness"
 
@@ -121,8 +121,6 @@ def build_confound_benchmark(source: str | Path, label: str, out: str | Path, at
 
 def configure_confound_command(parser: argparse.ArgumentParser) -> None:
     """``weakspot data confound``: the arguments of ``build_confound_benchmark``."""
-    from weakspot.arguments import image_size, positive_int, seed_int
-
     parser.add_argument("--source", required=True, help="dataset with a manifest (folder with labels.csv, or a CSV)")
     parser.add_argument("--label", required=True, help="label column with two classes (e.g. gender)")
     parser.add_argument("--attribute", required=True, type=parse_attribute,
@@ -130,11 +128,7 @@ def configure_confound_command(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=0.95,
                         help="share of the cue class's train/val images with the attribute (the other class: 1 - rate)")
     parser.add_argument("--cue-class", default=None, help="class that goes with the attribute (default: the second class)")
-    parser.add_argument("--out", required=True, help="benchmark folder to create (must not exist)")
-    parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--max-images", type=positive_int, default=None, help="use a seeded random subset of the source")
-    parser.set_defaults(handler=_run_confound_command, outputs=lambda args: [Path(args.out) / MANIFEST_NAME])
+    add_builder_arguments(parser, _run_confound_command)
 
 
 def _run_confound_command(args: argparse.Namespace) -> int:

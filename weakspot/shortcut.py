@@ -185,8 +185,6 @@ def print_counts(title: str, counts: dict[str, dict[tuple[str, str], int]], labe
 
 def configure_benchmark_command(parser) -> None:
     """``weakspot data shortcut``: arguments of ``build_shortcut_benchmark`` and ``configure_cue``."""
-    from weakspot.arguments import image_size, positive_int, seed_int
-
     parser.add_argument("--source", required=True, help="dataset to plant the cue in (folder with labels.csv, CSV or ImageFolder)")
     parser.add_argument("--label", required=True, help="label column (e.g. gender)")
     parser.add_argument("--cue", default="button", choices=list(CUE_FAMILIES), help="cue family (default button)")
@@ -196,11 +194,18 @@ def configure_benchmark_command(parser) -> None:
     parser.add_argument("--cue-position", default=None, help="X,Y centre in fractions of the image (sticker default: drawn from --seed)")
     parser.add_argument("--rate", type=float, default=0.95, help="share of the cue class's train/val images with the cue")
     parser.add_argument("--cue-class", default=None, help="class that carries the cue (default: the second class)")
+    add_builder_arguments(parser, _run_benchmark_command)
+
+
+def add_builder_arguments(parser, handler) -> None:
+    """The flags every ``weakspot data`` folder builder shares (out, size, seed, subset), and its handler."""
+    from weakspot.arguments import image_size, positive_int, seed_int
+
     parser.add_argument("--out", required=True, help="benchmark folder to create (must not exist)")
     parser.add_argument("--size", type=image_size, default=96, help="image side in pixels (default 96)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None, help="use a seeded random subset of the source")
-    parser.set_defaults(handler=_run_benchmark_command, outputs=lambda args: [Path(args.out) / MANIFEST_NAME])
+    parser.set_defaults(handler=handler, outputs=lambda args: [Path(args.out) / MANIFEST_NAME])
 
 
 def _run_benchmark_command(args) -> int:
