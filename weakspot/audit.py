@@ -169,17 +169,16 @@ class StageClock:
         return ", ".join(f"{stage} {seconds:.0f} s ({seconds / total:.0%})" for stage, seconds in self.seconds.items())
 
 
-def weak_spot(report: dict[str, Any], correct: list[bool], labels: list[int], class_names: list[str],
+def weak_spot(correct: list[bool], labels: list[int], class_names: list[str], groups: list[dict[str, str]],
               verdicts: list[str] | None) -> Diagnosis:
-    """The diagnosis (``weakspot.diagnosis``) from the confirmed verdicts and each subgroup's clean accuracy on the
-    attacked images; the classes stand for the subgroups when the audit has none."""
-    if report["groups"]:
-        groups = [GroupScore(", ".join(f"{key}={value}" for key, value in group["group"].items()), group["n"],
-                             1.0 - group["clean_error"]) for group in report["groups"]]
-    else:
-        groups = [GroupScore(name, labels.count(label), sum(c for c, y in zip(correct, labels) if y == label)
-                             / max(1, labels.count(label))) for label, name in enumerate(class_names)]
-    return diagnose(verdicts, groups)
+    """The diagnosis (``weakspot.diagnosis``) from the confirmed verdicts and the clean accuracy of each class x
+    subgroup on the attacked images (a shortcut splits a class: its images with the attribute and without)."""
+    members: dict[str, list[bool]] = {}
+    for right, label, group in zip(correct, labels, groups):
+        name = ", ".join([class_names[label], *(f"{key}={value}" for key, value in group.items())])
+        members.setdefault(name, []).append(right)
+    scores = [GroupScore(name, len(rights), sum(rights) / len(rights)) for name, rights in members.items()]
+    return diagnose(verdicts, scores)
 
 
 def _check_explainers(names: list[str]) -> list[str]:
@@ -320,8 +319,8 @@ def run(args: argparse.Namespace) -> int:
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds,
         "sample": {"attacked": len(attacked), "of": len(labels), "interval": None if args.all_images else args.interval}}
     verdicts = None if args.no_shortcuts else [finding.verdict for finding in findings if finding.confirmed]
-    diagnosis = weak_spot(report, [bool(c) for c in records.correct], labels[attacked].tolist(),
-                          classifier.class_names, verdicts)
+    diagnosis = weak_spot([bool(c) for c in records.correct], labels[attacked].tolist(), classifier.class_names,
+                          [group_of[i] for i in attacked.tolist()], verdicts)
     report["audit"]["diagnosis"] = diagnosis.as_dict()
     console.print(diagnosis.line(), highlight=False, markup=False)
     if not args.no_shortcuts:

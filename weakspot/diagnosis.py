@@ -4,8 +4,8 @@ Three kinds, tested in this order:
 
 - **local cue**: the shortcut finder confirmed a region the model leans on (its flip share beat the control's by
   the loop's gate). The loop (``--method adversarial``) finds and removes such cues itself.
-- **subgroup gap**: no local cue, but the weakest subgroup (or class, when the audit has no groups) is
-  significantly behind the strongest: the 95% Wilson intervals of their clean accuracies do not overlap. Such a
+- **subgroup gap**: no local cue, but the weakest subgroup (class x the audit's groups) is significantly behind
+  the strongest: the 95% Wilson intervals of their clean accuracies do not overlap. Such a
   gap has no region to erase (an attribute, a tint, a background, too few images of a kind), so the loop would
   confirm nothing; AFR (``--method afr``) reweights the last layer toward the images the model gets wrong, with no
   group labels for training.
