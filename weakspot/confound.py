@@ -22,7 +22,7 @@ import torch
 from weakspot.cues import CUE_ABSENT, CUE_GROUP
 from weakspot.data import SPLIT_COLUMN, ImageSet, load_dataset, manifest_columns, split_indices
 from weakspot.errors import WeakspotError
-from weakspot.shortcut import add_builder_arguments, print_counts, split_counts, write_imageset
+from weakspot.shortcut import add_builder_arguments, cue_class_index, print_counts, split_counts, write_imageset
 
 BRIGHTNESS = "brightness"
 
@@ -95,9 +95,7 @@ def build_confound_benchmark(source: str | Path, label: str, out: str | Path, at
     imageset = load_dataset(source, size=size, label=label, groups=others, max_images=max_images, seed=seed)
     if len(imageset.class_names) != 2:
         raise WeakspotError(f"{source}: an attribute confound needs two classes of '{label}', found {len(imageset.class_names)}")
-    cue_index = imageset.class_names.index(cue_class) if cue_class in imageset.class_names else 1
-    if cue_class is not None and cue_class not in imageset.class_names:
-        raise WeakspotError(f"cue class '{cue_class}' is not a class of '{label}' ({', '.join(imageset.class_names)})")
+    cue_index = cue_class_index(imageset, cue_class, label)
     holds = attribute.holds(imageset)
     labels = imageset.labels.numpy()
     strata = [f"{value}/{flag}" for value, flag in zip(labels, holds)]

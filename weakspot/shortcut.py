@@ -132,10 +132,7 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
     imageset = load_dataset(source, size=size, label=label, groups=others, max_images=max_images, seed=seed)
     if len(imageset.class_names) < 2:
         raise WeakspotError(f"{source}: the shortcut benchmark needs at least two classes of '{label}'")
-    cue_name = cue_class if cue_class is not None else imageset.class_names[1]
-    if cue_name not in imageset.class_names:
-        raise WeakspotError(f"cue class '{cue_name}' is not a class of '{label}' ({', '.join(imageset.class_names)})")
-    cue_index = imageset.class_names.index(cue_name)
+    cue_index = cue_class_index(imageset, cue_class, label)
     parts: list[tuple[str, torch.Tensor, torch.Tensor, np.ndarray]] = []
     for offset, (split, indices) in enumerate(split_indices(imageset.labels, seed=seed, fractions=fractions).items()):
         labels = imageset.labels[torch.as_tensor(indices, dtype=torch.long)]
@@ -155,6 +152,14 @@ def build_shortcut_benchmark(source: str | Path, label: str, out: str | Path, cu
                          class_names=imageset.class_names, groups=groups, source=str(out))
     write_imageset(benchmark, out, label)
     return split_counts(benchmark)
+
+
+def cue_class_index(imageset: ImageSet, cue_class: str | None, label: str) -> int:
+    """The index of the class that carries the cue (default: the second class); an unknown name is an error."""
+    name = cue_class if cue_class is not None else imageset.class_names[1]
+    if name not in imageset.class_names:
+        raise WeakspotError(f"cue class '{name}' is not a class of '{label}' ({', '.join(imageset.class_names)})")
+    return imageset.class_names.index(name)
 
 
 def split_counts(benchmark: ImageSet) -> dict[str, dict[tuple[str, str], int]]:

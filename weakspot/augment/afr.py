@@ -38,6 +38,7 @@ from weakspot.models import Classifier
 
 AFR_GAMMAS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0)
 AFR_LAMBDAS = (0.0, 0.001, 0.01, 0.1, 0.2, 0.3)
+AFR_GRID = tuple((gamma, lam) for gamma in AFR_GAMMAS for lam in AFR_LAMBDAS)  # the settings trained at once
 AFR_HOLDOUT = 0.2  # the share of the training split the head is retrained on (the authors' --train_prop=-20)
 AFR_EPOCHS = 500  # full-batch steps (the authors' Waterbirds sweep)
 AFR_LR = 0.01
@@ -90,7 +91,7 @@ class Afr(HeadRefit):
     def refit_head(self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
                    val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
         """AFR's second stage on ``classifier``'s head, in place (the module docstring's steps 2-4)."""
-        held = self._split(len(labels))[1]
+        erm_rows, held = self._split(len(labels))
         features, head = penultimate_features(classifier, images[held], "afr")
         val_features, _ = penultimate_features(classifier, val_images, "afr")
         groups = np.array(self.val_groups) if self.val_groups is not None else val_labels.cpu().numpy()
@@ -99,39 +100,37 @@ class Afr(HeadRefit):
         train_y = labels[held].cpu()
         scores, deltas, epochs = self._sweep(train_x, train_y, val_x, val_labels.cpu().numpy(), groups, weight0, bias0)
         best = int(np.argmax(scores))  # the first of equals: the smallest gamma, then the smallest lambda
-        grid = [(gamma, lam) for gamma in AFR_GAMMAS for lam in AFR_LAMBDAS]
         with torch.no_grad():
             head.weight.copy_((weight0 + deltas[0][best]).to(head.weight))
             head.bias.copy_((bias0 + deltas[1][best]).to(head.bias))
         erm_predicted = (val_x @ weight0.T + bias0).argmax(1).numpy()
-        self.details = {"gamma": grid[best][0], "lambda": grid[best][1], "epoch": int(epochs[best]),
+        self.details = {"gamma": AFR_GRID[best][0], "lambda": AFR_GRID[best][1], "epoch": int(epochs[best]),
                         "chosen_on": "validation worst group" if self.val_groups is not None else "validation worst class",
                         "val_score": float(scores[best]),
                         "val_score_erm_head": worst_group_accuracy(erm_predicted, val_labels.cpu().numpy(), groups),
-                        "erm_images": len(self.erm_rows(len(labels))), "reweighted_images": len(held)}
+                        "erm_images": len(erm_rows), "reweighted_images": len(held)}
 
     def _sweep(self, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, val_y: np.ndarray, groups: np.ndarray,
                weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor], np.ndarray]:
         """Every (gamma, lambda) of the grid trained at once; per setting, its best validation score, the new
         layer at that epoch and the epoch."""
-        grid = [(gamma, lam) for gamma in AFR_GAMMAS for lam in AFR_LAMBDAS]
-        gammas = torch.tensor([gamma for gamma, _ in grid], dtype=torch.float64)
-        lambdas = torch.tensor([lam for _, lam in grid], dtype=torch.float64)
+        gammas = torch.tensor([gamma for gamma, _ in AFR_GRID], dtype=torch.float64)
+        lambdas = torch.tensor([lam for _, lam in AFR_GRID], dtype=torch.float64)
         base_logits, val_base = x @ weight0.T + bias0, val_x @ weight0.T + bias0
         weights = afr_weights(base_logits, y, gammas)
         classes, dims = weight0.shape
         bound = 1.0 / dims ** 0.5  # nn.Linear's initialisation of the new layer, the same for every setting
         generator = torch.Generator().manual_seed(self.seed)
-        delta_w = ((torch.rand(classes, dims, generator=generator, dtype=torch.float64) * 2 - 1) * bound).repeat(len(grid), 1, 1)
-        delta_b = ((torch.rand(classes, generator=generator, dtype=torch.float64) * 2 - 1) * bound).repeat(len(grid), 1)
-        best_scores, best_epochs = np.full(len(grid), -1.0), np.zeros(len(grid), dtype=int)
+        delta_w = ((torch.rand(classes, dims, generator=generator, dtype=torch.float64) * 2 - 1) * bound).repeat(len(AFR_GRID), 1, 1)
+        delta_b = ((torch.rand(classes, generator=generator, dtype=torch.float64) * 2 - 1) * bound).repeat(len(AFR_GRID), 1)
+        best_scores, best_epochs = np.full(len(AFR_GRID), -1.0), np.zeros(len(AFR_GRID), dtype=int)
         best_w, best_b = delta_w.clone(), delta_b.clone()
-        targets = y.repeat(len(grid))
+        targets = y.repeat(len(AFR_GRID))
         for epoch in range(1, AFR_EPOCHS + 1):
             delta_w.requires_grad_(True)
             delta_b.requires_grad_(True)
             logits = base_logits[None] + torch.einsum("nd,kcd->knc", x, delta_w) + delta_b[:, None]
-            losses = F.cross_entropy(logits.reshape(-1, classes), targets, reduction="none").reshape(len(grid), -1)
+            losses = F.cross_entropy(logits.reshape(-1, classes), targets, reduction="none").reshape(len(AFR_GRID), -1)
             penalty = delta_w.pow(2).sum(dim=(1, 2)) + delta_b.pow(2).sum(dim=1)
             grad_w, grad_b = torch.autograd.grad(((weights * losses).sum(dim=1) + lambdas * penalty).sum(), (delta_w, delta_b))
             norms = (grad_w.pow(2).sum(dim=(1, 2)) + grad_b.pow(2).sum(dim=1)).sqrt()

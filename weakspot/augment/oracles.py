@@ -172,8 +172,7 @@ class Dfr(HeadRefit):
     def check(self, val_images: torch.Tensor | None, val_labels: torch.Tensor | None, balance_recall: bool | None) -> None:
         if val_images is None or val_labels is None or len(self.val_groups) != len(val_labels):
             raise WeakspotError("dfr: the head is refitted on the validation split, with one group label per image")
-        if balance_recall:
-            raise WeakspotError("dfr: the head is fitted on group-balanced validation images; --balance-recall does not apply")
+        super().check(val_images, val_labels, balance_recall)
 
     def refit_head(self, classifier: Classifier, train_images: torch.Tensor, train_labels: torch.Tensor,
                    val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
