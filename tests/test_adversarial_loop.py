@@ -164,7 +164,9 @@ def test_a_round_that_keeps_something_asks_for_the_learning_rate_restart(button_
     kept nothing and a step without a round return False."""
     _, test, _ = button_data
     images, labels = test.images[:6], test.labels[:6]
-    harvests = iter([empty_harvest(images, labels), removal_harvest(images, labels)])
+    near_the_gate = empty_harvest(images, labels)
+    near_the_gate.gate_lead = {"button:0": 0.1}  # under the gate, near enough for a retry
+    harvests = iter([near_the_gate, removal_harvest(images, labels)])
     monkeypatch.setattr(schedule, "locate", lambda *args, **kwargs: next(harvests))
     loop = AdversarialAugment(images, labels, LoopConfig(fraction=1.0, warmup=0, refresh=1, rounds=1))
     assert [loop.start_step(progress, button_model) for progress in (0.0, 0.5, 1.0, 1.5)] == [False, False, True,
@@ -462,11 +464,44 @@ def test_an_attack_round_leaves_the_training_rng_untouched(button_data, button_m
     loop.start_step(0, button_model)
     assert len(loop.history) == 1 and torch.equal(torch.get_rng_state(), state)
     assert loop.empty_rounds == 0 and len(loop.pool)
-    # every class's lead under the gate (a real lead can reach 1.0, the highest gate, on some machines' numerics)
-    monkeypatch.setattr(locate, "confirm_cue_classes", lambda *args, **kwargs: {0: -1.0, 1: -1.0})
+    # every class's lead under the gate but one at half of it: retried
+    monkeypatch.setattr(locate, "confirm_cue_classes", lambda *args, **kwargs: {0: -1.0, 1: 0.075})
     strict = AdversarialAugment(test.images[:16], test.labels[:16], config, seed=0)
     strict.start_step(0, button_model)
-    assert len(strict.pool) == 0 and strict.empty_rounds == 1 and strict.due_round(1) == 1  # retried
+    assert len(strict.pool) == 0 and strict.empty_rounds == 1 and strict.due_round(1) == 1
+    assert strict.history[0].best_lead == 0.075
+
+
+def test_a_round_far_under_the_gate_is_not_retried(button_data, button_model, monkeypatch):
+    """A round that kept nothing and whose best lead, over both grids, stays under half the gate ends the search
+    (a resumed run too); with the gate off, or a lead at half the gate on either grid, the retry follows."""
+    _, test, _ = button_data
+    images, labels = test.images[:6], test.labels[:6]
+    leads_per_call: list[dict[str, float]] = []
+
+    def harvest_with_leads(*args, **kwargs):
+        harvest = empty_harvest(images, labels)
+        harvest.gate_lead = leads_per_call.pop(0)
+        return harvest
+
+    monkeypatch.setattr(schedule, "locate", harvest_with_leads)
+
+    def searching_after(leads: list[dict[str, float]], index: int, gate: float | None = 0.2) -> bool:
+        leads_per_call[:] = leads
+        loop = AdversarialAugment(images, labels, LoopConfig(fraction=1.0, warmup=0, refresh=1, rounds=None, gate=gate))
+        loop.run_round(button_model, index, float(index))
+        assert not leads_per_call  # every grid the round explains on was used
+        resumed = AdversarialAugment(images, labels, loop.config)
+        resumed.load_state(loop.state())
+        assert resumed.searching == loop.searching
+        return loop.due_round(index + 1.0) is not None
+
+    assert not searching_after([{"button:0": 0.09, "button:1": -0.2}], 0)
+    assert not searching_after([{}], 0)  # no cue to test at all
+    assert searching_after([{"button:0": 0.1}], 0)
+    assert searching_after([{"button:0": 0.02}, {"button:1": 0.12}], 1)  # the shifted grid's lead counts
+    assert not searching_after([{"button:0": 0.02}, {"button:1": 0.05}], 1)
+    assert searching_after([{}], 0, gate=None)
 
 
 def test_a_loop_that_keeps_nothing_trains_exactly_as_erm(button_data):
@@ -498,7 +533,8 @@ def test_fit_runs_rounds_in_the_middle_of_epochs(button_data):
                 modes.append(classifier.net.training)
             return super().start_step(progress, classifier)
 
-    loop = Recorded(images, labels, LoopConfig(fraction=0.25, budget=40, warmup=0.5, refresh=1, rounds=None), seed=0)
+    loop = Recorded(images, labels, LoopConfig(fraction=0.25, budget=40, warmup=0.5, refresh=1, rounds=None, gate=None),
+                    seed=0)
     fit(classifier, images, labels, TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=0, augment=False),
         transform=loop)
     assert [entry.epoch for entry in loop.history] == [0.5, 1.5] and modes == [False, False]

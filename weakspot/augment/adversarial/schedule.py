@@ -5,8 +5,10 @@
 images, confirm them (a marginal class on a second sample), and make the pool from what they fooled plus the
 images the model gets wrong. A round that keeps nothing is retried ``refresh`` epochs later, on the shifted
 guidance grid (a cue on a line of the regular grid is split between cells); up to ``rounds`` rounds keep
-something. After a round that kept something the learning rate's decay starts again from its peak, so the cue
-has steps to be unlearnt; every ``pool_check`` epochs the model's reading of the cues is measured and the pool
+something. A round whose best class lead stays under ``RETRY_LEAD_SHARE`` of the gate is not retried: nothing
+there is close to a cue, and each retry costs a round's attacks (what a run with no shortcut pays for). After a
+round that kept something the learning rate's decay starts again from its peak, so the cue has steps to be
+unlearnt; every ``pool_check`` epochs the model's reading of the cues is measured and the pool
 leaves the stream once no class's cues still push towards it (kept to the end, it pushes the model past
 balance). Each batch gets the spread and ``mix_ratio`` pool images. ``weakspot.training.fit`` ends a loop that
 kept something with the class-bias balance (``weakspot.training.calibration``).
@@ -30,6 +32,9 @@ from weakspot.augment.adversarial.locate import Harvest, locate, loop_attack
 from weakspot.models import Classifier
 
 POOL_CHECK_CUES = 16  # cues per class a pool check pastes: the whole bank costs more and decides the same
+# A round that kept nothing is retried only when a class's lead reached this share of the gate: the first rounds
+# of planted cues that a retry confirmed led by 0.09-0.16 (docs/results.md, "The loop stops looking").
+RETRY_LEAD_SHARE = 0.5
 
 
 @dataclass
@@ -46,6 +51,7 @@ class RoundLog:
     grids_tried: int = 1  # 2 when the regular grid confirmed nothing and the shifted one was tried
     zone_share: dict[int, float] = field(default_factory=dict)  # per cue class: the image share its zone covers
     pool_checks: list[tuple[float, dict[int, float], bool]] = field(default_factory=list)  # (epoch, effects, pool on)
+    best_lead: float | None = None  # the largest class lead over the round's grids (None: no cue to test)
 
 
 class AdversarialAugment:
@@ -64,6 +70,7 @@ class AdversarialAugment:
         self.history: list[RoundLog] = []
         self.last_round = -1
         self.empty_rounds = 0  # rounds that kept nothing: they do not count against ``rounds``
+        self.searching = True  # False once a round that kept nothing led far under the gate: no retry follows
 
     @property
     def balances_recall(self) -> bool:
@@ -74,7 +81,7 @@ class AdversarialAugment:
     def due_round(self, progress: float) -> int | None:
         """The round to run at ``progress`` (epochs done), or None. Round k is due at ``warmup + k * refresh``
         (at most ``rounds`` that keep something); a step past several due points runs the latest."""
-        if progress < self.config.warmup:
+        if progress < self.config.warmup or not self.searching:
             return None
         latest = math.floor((progress - self.config.warmup) / self.config.refresh + 1e-9)
         if self.config.rounds is not None:
@@ -107,9 +114,14 @@ class AdversarialAugment:
         chosen = self.sample_rows(np.random.default_rng([self.seed, index]))
         shifted, grids_tried = False, 1
         harvest = self.harvest(classifier, chosen, index, shifted)
+        leads = list(harvest.gate_lead.values())
         if index > 0 and not len(harvest.labels):  # a retry: the cue may sit on a line of the regular grid
             shifted, grids_tried = True, 2
             harvest = self.harvest(classifier, chosen, index, shifted)
+            leads += harvest.gate_lead.values()
+        best_lead = max(leads, default=None)
+        if not len(harvest.labels) and self.config.gate is not None:
+            self.searching = best_lead is not None and best_lead >= RETRY_LEAD_SHARE * self.config.gate
         retest_lead: dict[str, float] = {}
         if self.config.gate is not None and len(harvest.labels):
             harvest, retest_lead = self.retest(classifier, harvest, chosen, index, shifted)
@@ -127,7 +139,7 @@ class AdversarialAugment:
             round(progress, 4), len(chosen), kept, time.perf_counter() - started,
             {label: int(number) for label, number in enumerate(torch.bincount(self.cues.labels).tolist())},
             harvest.gate_lead, retest_lead, grids_tried,
-            {label: float(zone.float().mean()) for label, zone in self.cues.zone_of.items()}))
+            {label: float(zone.float().mean()) for label, zone in self.cues.zone_of.items()}, best_lead=best_lead))
 
     def harvest(self, classifier: Classifier, rows: torch.Tensor, index: int, shifted: bool,
                 second_sample: bool = False, attacked: int | None = None) -> Harvest:
@@ -185,7 +197,7 @@ class AdversarialAugment:
         return {"pool": asdict(self.pool), "cues": {"images": self.cues.images, "masks": self.cues.masks,
                                                     "labels": self.cues.labels, "fills": list(self.cues.fills)},
                 "history": [asdict(entry) for entry in self.history], "last_round": self.last_round,
-                "empty_rounds": self.empty_rounds, "pool_active": self.pool_active,
+                "empty_rounds": self.empty_rounds, "searching": self.searching, "pool_active": self.pool_active,
                 "pool_checked_at": self.pool_checked_at}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -194,6 +206,7 @@ class AdversarialAugment:
         self.pool = Pool(**state["pool"])
         self.history = [RoundLog(**entry) for entry in state["history"]]
         self.last_round, self.empty_rounds = state["last_round"], state["empty_rounds"]
+        self.searching = state["searching"]
         self.pool_active, self.pool_checked_at = state["pool_active"], state["pool_checked_at"]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
