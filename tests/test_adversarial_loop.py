@@ -431,30 +431,6 @@ def test_a_cue_zone_keeps_the_pixels_enough_cues_share_grown_by_a_share_of_the_s
     assert torch.equal(cue_zone(apart), grown(slice(0, 3), slice(0, 3)) | grown(slice(15, 18), slice(15, 18)))
 
 
-def test_a_cue_in_several_places_gives_each_cue_the_part_of_the_zone_it_touches():
-    """Cues in four corners make a zone of four parts; each cue's own zone is its corner's part (what the spread
-    pastes and erases), a cue outside the zone gets the whole zone, and a zone of one part is every cue's."""
-    side, corners = 40, ((0, 0), (0, 34), (34, 0), (34, 34))
-    masks = torch.zeros(9, side, side, dtype=torch.bool)
-    for index in range(8):
-        row, column = corners[index % 4]
-        masks[index, row:row + 6, column:column + 6] = True
-    masks[8, 18:21, 18:21] = True  # one cue in the middle, alone: outside the zone
-    bank = CueBank(torch.rand(9, 3, side, side), masks, torch.ones(9, dtype=torch.long), ("median",) * 9)
-    zone = bank.zone_of[1]
-    assert not zone[19, 19] and all(zone[row + 2, column + 2] for row, column in corners)
-    own = bank.zones(torch.arange(9))
-    for index in range(8):
-        row, column = corners[index % 4]
-        corner_part = torch.zeros_like(zone)
-        corner_part[max(row - 10, 0):row + 16, max(column - 10, 0):column + 16] = True
-        assert torch.equal(own[index], zone & corner_part)
-    assert torch.equal(own[8], zone)
-    assert torch.equal(own[0], own[4]) and not torch.equal(own[0], own[1])
-    one_place = CueBank(torch.rand(2, 3, side, side), masks[:8:4], torch.ones(2, dtype=torch.long), ("median",) * 2)
-    assert torch.equal(one_place.zones(torch.arange(2)), one_place.zone_of[1].expand(2, -1, -1))
-
-
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model, median_button):
     _, test, _ = button_data
     harvest = locate.locate(button_model, test.images[:16], test.labels[:16], ("button",), 80, None, seed=0)

@@ -2,7 +2,7 @@
 
 Two kinds, both with true labels. The **pool**: a round's removals and transplants (``locate``) and the natural
 cue-conflicting training images, which a model that leans on a confirmed cue gets wrong; drawn into each batch
-class-balanced. The **spread**: every clean image, blind to its label, gets a confirmed cue's zone pasted
+class-balanced. The **spread**: every clean image, blind to its label, gets a confirmed class's cue zone pasted
 from a donor or erased with the zone of a batch image of another class, so the zone stops saying anything about
 the label. No query: the spread reuses the round's cues.
 """
@@ -63,7 +63,7 @@ def natural_conflicts(classifier: Classifier, images: torch.Tensor, labels: torc
 
 
 def spread_cues(bank: CueBank, images: torch.Tensor, labels: torch.Tensor, probability: float) -> torch.Tensor:
-    """Each image, with ``probability``, gets a random cue's own zone (``CueBank.zones``), pasted from the cue's
+    """Each image, with ``probability``, gets a random cue's class zone (``CueBank.zones``), pasted from the cue's
     donor or erased (a fair coin): pasted from a random batch image of another class than the cue's, or filled
     with the cue's fill when the batch has none. Blind to the image's label, so the edits say nothing of it;
     the cues are drawn class-balanced, as the bank holds mostly the class that is easier to shake. Labels are
@@ -78,7 +78,7 @@ def spread_cues(bank: CueBank, images: torch.Tensor, labels: torch.Tensor, proba
     erase = torch.rand(len(chosen)) < 0.5
     targets = images[chosen]
     sources = bank.images[picked].to(images.device)
-    masks = bank.zones(picked)
+    masks = bank.zones(bank.labels[picked])
     erase = erase & ~swap_erased(bank, images, labels.cpu(), sources, erase, picked)
     for fill in set(bank.fills):
         of_fill = erase & torch.tensor([bank.fills[index] == fill for index in picked.tolist()])

@@ -2,9 +2,8 @@
 
 A ``CueBank`` holds them (the donor images, the regions' masks, the donors' classes, the fill that erased each)
 and draws each class's cue zone: where its cues sit, shared by several of them and grown a little, since one
-donor's box misses a cue that moves between images. A cue that sits in one of several places gives a zone of
-several parts; each cue's own zone is the parts it touches, and that is what the spread pastes and erases
-(``counterexamples``), so an edit covers one place of the cue rather than all of them. ``paste_cues`` pastes cues into images of another class beside a control (the same
+donor's box misses a cue that moves between images. The zone is what the spread pastes and erases
+(``counterexamples``). ``paste_cues`` pastes cues into images of another class beside a control (the same
 pixels elsewhere): the dependence test (``confirm``) reads it.
 """
 
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from skimage.measure import label as connected_parts
 
 from weakspot.attacks import AttackResult
 from weakspot.attacks.proposals import box_masks
@@ -38,16 +36,6 @@ def cue_zone(masks: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
 
 
-def own_zones(zone: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Each cue's own zone (n, H, W): the connected parts of its class's ``zone`` that its mask touches, or the
-    whole zone for a cue outside it."""
-    parts_map = torch.from_numpy(connected_parts(zone.numpy(), connectivity=2))
-    parts = parts_map[None] == torch.arange(1, int(parts_map.max()) + 1)[:, None, None]  # (k, H, W)
-    touched = (parts[None] & masks[:, None]).flatten(2).any(dim=2)  # (n, k)
-    own = (touched[:, :, None, None] & parts[None]).any(dim=1)
-    return torch.where(touched.any(dim=1)[:, None, None], own, zone[None])
-
-
 def draw_at_most(candidates: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` of the ``candidates`` (all, if fewer), drawn by ``rng`` without replacement, sorted."""
     return np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
@@ -62,15 +50,10 @@ class CueBank:
     labels: torch.Tensor
     fills: tuple[str, ...]
     zone_of: dict[int, torch.Tensor] = field(init=False)  # per class: its cue zone
-    own_zone: torch.Tensor = field(init=False)  # per cue: the parts of its class's zone it touches (n, H, W)
 
     def __post_init__(self) -> None:
         # once per bank (a round), not per batch: the zones depend on the bank alone
         self.zone_of = {int(label): cue_zone(self.masks[self.labels == label]) for label in self.labels.unique()}
-        self.own_zone = torch.zeros_like(self.masks)
-        for label, zone in self.zone_of.items():
-            of_class = self.labels == label
-            self.own_zone[of_class] = own_zones(zone, self.masks[of_class])
 
     @classmethod
     def empty(cls, images: torch.Tensor) -> CueBank:
@@ -98,9 +81,9 @@ class CueBank:
             keep[torch.from_numpy(draw_at_most(rows, per_class, rng))] = True
         return self.select(keep)
 
-    def zones(self, cues: torch.Tensor) -> torch.Tensor:
-        """The own zone of each of the bank's ``cues`` (indices), (len(cues), H, W)."""
-        return self.own_zone[cues]
+    def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
+        """The cue zone of each label's class, (len(cue_labels), H, W)."""
+        return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
