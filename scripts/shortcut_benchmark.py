@@ -70,7 +70,6 @@ METHODS: list[tuple[str, str, list[str]]] = [
     ("pgd", "pgd", ["--pgd-eps", "4", "--pgd-steps", "3"]),
     ("adversarial", "adversarial", []),
     *((name, "adversarial", loop_flags(changes)) for name, changes in LOOP_ABLATIONS.items()),
-    ("adversarial-fallback", "adversarial", ["--fallback", "afr"]),  # AFR's head retraining when no round kept a cue
     # the published anchors: MaskTune (no hyperparameter to tune) and JTT at the paper's grid of lambda_up
     ("masktune", "masktune", []),
     # JTT's identification model is the ERM row's own model (ERM over the same epochs, last epoch), so its

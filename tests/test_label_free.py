@@ -151,28 +151,3 @@ def test_spare_refuses_settings_it_cannot_run():
         Spare(identification_epochs=0)
     with pytest.raises(WeakspotError, match="spare"):
         Spare(max_clusters=1)
-
-
-def test_the_loops_afr_fallback_runs_only_when_no_round_kept_a_cue(tmp_path, tiny_finetune):
-    _, common = tiny_finetune
-    loop = [*common, "--method", "adversarial", "--attacks", "flip", "--budget", "4", "--adv-warmup", "0",
-            "--refresh", "1", "--fallback", "afr"]
-    assert main([*loop, "--out", str(tmp_path / "loop")]) == 0  # flips fool nothing here: no round keeps a cue
-    results = json.loads((tmp_path / "loop" / "results.json").read_text())
-    assert not any(sum(entry["kept"].values()) for entry in results["adversarial_rounds"])
-    fallback = results["fallback"]
-    assert fallback["applied"] and fallback["chosen_on"] == "validation worst group"
-    assert fallback["reweighted_images"] == fallback["erm_images"]  # the training images themselves
-    assert main([*common, "--method", "erm", "--fallback", "afr", "--out", str(tmp_path / "x")]) == 2
-
-
-def test_the_fallback_leaves_a_model_whose_loop_kept_cues_alone():
-    from types import SimpleNamespace
-
-    from weakspot.training.cli import _fallback
-
-    classifier = _cue_reading_classifier()
-    before = classifier.model.head.weight.detach().clone()
-    details = _fallback(SimpleNamespace(), SimpleNamespace(balances_recall=True), classifier, {}, "label")
-    assert details == {"method": "afr", "applied": False, "why": "a round kept cues"}
-    assert torch.equal(classifier.model.head.weight, before)

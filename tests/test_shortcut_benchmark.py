@@ -126,7 +126,7 @@ def test_the_benchmark_rows_run_the_default_loop_its_one_setting_ablations_and_e
     for name, method, flags in benchmark.METHODS:
         args = parser.parse_args([*base, "--method", method, *(flag.format(work="w") for flag in flags)])
         assert args.method == method
-        if method == "adversarial" and args.fallback == "off":
+        if method == "adversarial":
             configs[name] = asdict(loop_config_from_args(args))
     default = asdict(LoopConfig())
     assert configs.pop("adversarial") == default

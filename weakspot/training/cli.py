@@ -67,9 +67,6 @@ def configure_finetune(parser: argparse.ArgumentParser) -> None:
 
     _add_training_arguments(parser)
     parser.add_argument("--method", default="erm", choices=tuple(METHODS))
-    parser.add_argument("--fallback", choices=("afr", "off"), default="off",
-                        help="adversarial: when no round kept a cue, retrain the last layer as AFR does, on the training "
-                             "images, toward the ones the model gets wrong (default off; docs/training.md)")
     _add_baseline_arguments(parser)
     add_loop_arguments(parser)
     parser.set_defaults(handler=lambda args: run(args, args.method))
@@ -242,20 +239,6 @@ def _create_transform(args: argparse.Namespace, method: str, splits: dict[str, A
     return create_method(method, **params)
 
 
-def _fallback(args: argparse.Namespace, loop: Any, classifier: Any, splits: dict[str, Any], label_name: str
-              ) -> dict[str, Any]:
-    """``--fallback afr``: when no round of the loop kept a cue (its model is ERM's), AFR's last-layer retraining on
-    the training images, chosen on the validation split; what it chose, or why it did not run."""
-    from weakspot.augment.afr import Afr
-
-    if loop.balances_recall:
-        return {"method": "afr", "applied": False, "why": "a round kept cues"}
-    method = Afr(oracle_groups(splits, "afr", args, label_name), holdout=None, seed=args.seed)
-    val = splits["val"]
-    method.refit_head(classifier, splits["train"].images, splits["train"].labels, val.images, val.labels)
-    return {"method": "afr", "applied": True, **method.details}
-
-
 def _results(args: argparse.Namespace, method: str, classifier: Any, result: Any, transform: Any,
              evaluate: Callable[[Any], dict[str, Any]], seconds: float, world_size: int) -> dict[str, Any]:
     """What ``results.json`` holds: the run, the method's own details and accuracy per group of each split."""
@@ -321,11 +304,6 @@ def run(args: argparse.Namespace, method: str) -> int:
         splits = load_splits(args)
         train, val = splits["train"], splits.get("val")
         balance = None if args.balance_recall is None else args.balance_recall == "on"  # None: the loop decides
-        fallback = getattr(args, "fallback", "off") == "afr"
-        if fallback and method != "adversarial":
-            raise WeakspotError(f"--fallback afr is the adversarial loop's; --method {method} has none")
-        if val is None and fallback:
-            raise WeakspotError(f"{args.data}: --fallback afr chooses its settings on the validation split, and there is none")
         if val is None and (balance or (balance is None and method == "adversarial")):  # before any training
             raise WeakspotError(f"{args.data}: --balance-recall (on by default for the adversarial loop) fits on the "
                                 "validation split, and there is none; give one, or --balance-recall off")
@@ -339,7 +317,7 @@ def run(args: argparse.Namespace, method: str) -> int:
             raise WeakspotError(f"{args.weights}: classes {classifier.class_names} differ from the data's {train.class_names}")
         if balance or (balance is None and method == "adversarial"):  # refused now, not after the training
             linear_head(classifier, "the class-bias balance (--balance-recall)", train.images[:1])
-        if method == "afr" or fallback or (method == "dfr" and not args.dfr_base):  # heads refitted after training
+        if method == "afr" or (method == "dfr" and not args.dfr_base):  # heads refitted after training
             linear_head(classifier, method, train.images[:1])
         if isinstance(transform, AdversarialAugment):
             transform.check(classifier)
@@ -362,11 +340,8 @@ def run(args: argparse.Namespace, method: str) -> int:
                          transform=transform, **common)
         if not rank.is_main:
             return 0
-        fallback_details = _fallback(args, transform, classifier, splits, label_name) if fallback else None
-        seconds = time.perf_counter() - started  # with the balance and the fallback: part of the method's cost
+        seconds = time.perf_counter() - started  # with the balance: part of the method's cost
         results = _results(args, method, classifier, result, transform, evaluate, seconds, rank.world_size)
-        if fallback_details is not None:
-            results["fallback"] = fallback_details
         if start is not None:
             results["start"] = {"checkpoint": str(args.weights), **start}
         classifier.save(f"{args.out}/{MODEL_NAME}", meta=run_meta)
