@@ -12,12 +12,14 @@ def test_a_confirmed_cue_is_a_local_cue_and_the_loop_serves_it():
     assert "finetune --method adversarial" in diagnosis.line()
 
 
-def test_a_significant_gap_without_a_cue_is_a_subgroup_gap_for_afr():
-    groups = [GroupScore("gender=male, race=asian", 97, 0.62), GroupScore("gender=female, race=white", 97, 0.91),
-              GroupScore("gender=male, race=white", 97, 0.80)]
-    diagnosis = diagnose([], groups)
-    assert (diagnosis.kind, diagnosis.method) == ("subgroup gap", "afr")
+def test_a_significant_gap_without_a_cue_is_a_subgroup_gap_for_group_balanced_training_on_its_columns():
+    groups = [GroupScore("male, race=asian", 97, 0.62), GroupScore("female, race=white", 97, 0.91),
+              GroupScore("male, race=white", 97, 0.80)]
+    diagnosis = diagnose([], groups, ["race"])
+    assert (diagnosis.kind, diagnosis.method, diagnosis.groups) == ("subgroup gap", "groupbalance", ("race",))
     assert "race=asian at 62%" in diagnosis.reason and "no local cue confirmed" in diagnosis.reason
+    assert diagnosis.line().endswith("recommended: weakspot finetune --method groupbalance --groups race")
+    assert diagnosis.as_dict()["groups"] == ("race",)
 
 
 def test_a_gap_inside_the_intervals_or_one_group_is_no_weak_spot():

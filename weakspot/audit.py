@@ -178,7 +178,7 @@ def weak_spot(correct: list[bool], labels: list[int], class_names: list[str], gr
         name = ", ".join([class_names[label], *(f"{key}={value}" for key, value in group.items())])
         members.setdefault(name, []).append(right)
     scores = [GroupScore(name, len(rights), sum(rights) / len(rights)) for name, rights in members.items()]
-    return diagnose(verdicts, scores)
+    return diagnose(verdicts, scores, list(dict.fromkeys(key for group in groups for key in group)))
 
 
 def _check_explainers(names: list[str]) -> list[str]:
