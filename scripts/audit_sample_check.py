@@ -46,8 +46,8 @@ def main() -> int:
         print(f"| {name} | {group['n']} / {whole['n']} | " + " | ".join(cells) + " |")
     seconds = [sum(report["audit"]["stage_seconds"].values()) for report in (sampled, exhaustive)]
     print(f"exhaustive values inside the sample's intervals: {inside} of {total}; "
-                  f"images attacked {sampled['n']} / {exhaustive['n']}; "
-                  f"stage time {seconds[0]:.0f} s / {seconds[1]:.0f} s ({seconds[0] / seconds[1]:.2f}x)")
+          f"images attacked {sampled['n']} / {exhaustive['n']}; "
+          f"stage time {seconds[0]:.0f} s / {seconds[1]:.0f} s ({seconds[0] / seconds[1]:.2f}x)")
     return 0
 
 
