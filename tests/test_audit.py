@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from weakspot.audit import Bins, stratified_sample
+from weakspot.attacks.base import Attack, AttackResult
+from weakspot.audit import WAVE, Bins, attack_until_narrow, subgroup_orders
 from weakspot.stats import wilson
 from weakspot.cli import main
 from weakspot.models import load_model
@@ -124,6 +125,7 @@ def test_the_audit_attacks_a_stratified_sample_with_intervals(audit_files: tuple
     sample = report["audit"]["sample"]
     assert sample["of"] == 24 and sample["attacked"] == report["n"] < 24 and sample["interval"] == 0.5
     assert all(group["n"] <= 4 for group in report["groups"])
+    assert sample["reached"]["flip"] == sum(group["robust_n"]["flip"] for group in report["groups"]) <= report["n"]
     for group in report["groups"]:
         low, high = group["robust_error_interval"]["flip"]
         assert 0.0 <= low <= group["robust_error"]["flip"] <= high <= 1.0
@@ -131,11 +133,47 @@ def test_the_audit_attacks_a_stratified_sample_with_intervals(audit_files: tuple
     assert load_report(tmp_path / "all" / "report.json")["n"] == 24
 
 
-def test_stratified_sample_and_wilson_interval() -> None:
+def test_subgroup_orders_and_wilson_interval() -> None:
     keys = [("a",)] * 300 + [("b",)] * 50
-    rows = stratified_sample(keys, 0.1, seed=3)
-    assert len(rows) == 97 + 50 and torch.equal(rows, stratified_sample(keys, 0.1, seed=3))
-    assert bool((rows[1:] > rows[:-1]).all()) and int((rows >= 300).sum()) == 50
+    orders = subgroup_orders(keys, 0.1, seed=3)
+    assert [len(order) for order in orders] == [97, 50] and orders == subgroup_orders(keys, 0.1, seed=3)
+    assert set(orders[0]) < set(range(300)) and sorted(orders[1]) == list(range(300, 350))
+    assert [len(order) for order in subgroup_orders(keys, None, seed=3)] == [300, 50]
     low, high = wilson(0.5, 97)
     assert high - low <= 0.2 and low < 0.5 < high
     assert wilson(0.0, 10)[0] == 0.0 and wilson(1.0, 10)[1] == 1.0
+
+
+class BrightFools(Attack):
+    """A stand-in attack whose outcome is known: it fools exactly the images brighter than 0.5, one query each."""
+
+    name = "bright"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+        count = len(labels)
+        fooled = images.mean(dim=(1, 2, 3)) > 0.5
+        return AttackResult(self.name, labels, torch.ones(count, dtype=torch.bool), fooled, images, [None] * count,
+                            labels, torch.ones(count), 1 - labels, torch.ones(count), torch.ones(count, dtype=torch.long),
+                            0.0)
+
+
+def test_an_attack_stops_taking_a_subgroup_once_its_interval_is_narrow() -> None:
+    """A subgroup the attack always fools is pinned down by one wave; one it fools about half the time takes
+    (nearly) the whole sample; every image reached is attacked once, and no other."""
+    tiny_classifier = load_model("test_efficientnet", weights=None, class_names=["a", "b"])
+    keys = [("always",)] * 150 + [("half",)] * 150
+    images = torch.zeros(300, 3, 4, 4)
+    images[:150] = 1.0
+    images[150::2] = 1.0
+    orders = subgroup_orders(keys, 0.1, seed=0)
+    advanced: list[int] = []
+    records, results, covered = attack_until_narrow(BrightFools(tiny_classifier), images, torch.zeros(300, dtype=torch.long),
+                                                    [True] * 300, orders, 0.1, advanced.append)
+    reached = [row for row, fooled in enumerate(records.fooled) if fooled is not None]
+    half_taken = len(reached) - WAVE
+    assert half_taken >= 3 * WAVE and sorted(covered) == reached == sorted(orders[0][:WAVE] + orders[1][:half_taken])
+    assert sum(advanced) == len(covered) == sum(len(result.labels) for result in results)
+    assert all(records.fooled[row] for row in orders[0][:WAVE]) and sum(records.queries) == len(covered)
+    everything, _, _ = attack_until_narrow(BrightFools(tiny_classifier), images, torch.zeros(300, dtype=torch.long),
+                                           [True] * 300, subgroup_orders(keys, None, seed=0), None, advanced.append)
+    assert None not in everything.fooled

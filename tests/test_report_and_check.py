@@ -35,9 +35,13 @@ def test_report_numbers_and_groups_from_records():
     assert block["mean_area"] == pytest.approx(0.2)
     assert block["mean_queries"] == pytest.approx(5.5)
     assert report["groups"] == [
-        {"group": {"gender": "f"}, "n": 2, "clean_error": 0.0, "robust_error": {"block": 0.5}},
-        {"group": {"gender": "m"}, "n": 2, "clean_error": 0.5, "robust_error": {"block": 1.0}},
+        {"group": {"gender": "f"}, "n": 2, "clean_error": 0.0, "robust_error": {"block": 0.5}, "robust_n": {"block": 2}},
+        {"group": {"gender": "m"}, "n": 2, "clean_error": 0.5, "robust_error": {"block": 1.0}, "robust_n": {"block": 2}},
     ]
+    records.attacks["block"].fooled[1] = None  # an image the attack did not reach counts in no robust figure
+    partial = build_report("tiny", "set", records)
+    assert partial["groups"][0]["robust_error"] == {"block": 1.0} and partial["groups"][0]["robust_n"] == {"block": 1}
+    assert partial["attacks"][0]["robust_accuracy"] == 0.0 and partial["attacks"][0]["mean_queries"] == pytest.approx(4)
 
 
 def test_attribute_rows_equal_a_report_grouped_by_that_attribute_alone():

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,14 +26,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
                                 comma_list, dataset_from_args, positive_int)
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, print_report
-from weakspot.bench import CURVES_NAME, run_attacks, write_figures
+from weakspot.attacks import attack_params, create_attack
+from weakspot.attacks.base import Attack, AttackResult
+from weakspot.bench import CHUNK, CURVES_NAME, attack_chunk, clean_correct, write_figures
 from weakspot.augment.adversarial import LoopConfig
 from weakspot.classifier import Classifier
 from weakspot.data import ImageSet, align_labels
 from weakspot.diagnosis import Diagnosis, GroupScore, diagnose
 from weakspot.errors import WeakspotError
 from weakspot.fileio import atomic_write_json, written_together
-from weakspot.report import build_report
+from weakspot.report import AttackRecords, BenchRecords, build_report
 from weakspot.shortcut_finder import FINDER_IMAGES, find_shortcuts, findings_figure
 from weakspot.stats import Z95, wilson
 from weakspot.terminal import console, error_console
@@ -42,6 +44,7 @@ DEFAULT_EXPLAINERS = "lime,shap,gradcam"
 REPORT_NAME = "report.json"
 SHORTCUTS_NAME = "shortcuts.png"
 DEFAULT_INTERVAL = 0.1  # +-10 points: about 100 images per subgroup at worst
+WAVE = 24  # images a subgroup adds to an attack's sample at a time, until its interval is narrow enough
 EXPLAIN_CHUNK = 8  # images per explainer call: the progress bar's step
 BIN_SUFFIX = "_bin"
 # LIME's convention as a continuous map: green raises the class, red lowers it, transparent around zero
@@ -129,24 +132,86 @@ def interval_width(text: str) -> float:
     return value
 
 
-def stratified_sample(keys: list[tuple], width: float, seed: int) -> torch.Tensor:
-    """Sorted rows of a seeded sample of each subgroup (rows with the same key): as many as a 95% interval of
-    +-``width`` on a share needs at worst (p = 0.5), or all of a smaller subgroup."""
-    cap = math.ceil(Z95 ** 2 * 0.25 / width ** 2)
+def subgroup_orders(keys: list[tuple], width: float | None, seed: int) -> list[list[int]]:
+    """Per subgroup (rows with the same key), a seeded random order of its rows: as many as a 95% interval of
+    +-``width`` on a share needs at worst (p = 0.5), or all of them (``width`` None, or a smaller subgroup)."""
+    cap = None if width is None else math.ceil(Z95 ** 2 * 0.25 / width ** 2)
     generator = torch.Generator().manual_seed(seed)
     members: dict[tuple, list[int]] = {}
     for row, key in enumerate(keys):
         members.setdefault(key, []).append(row)
-    chosen = [torch.tensor(rows)[torch.randperm(len(rows), generator=generator)[:cap]]
-              for _, rows in sorted(members.items())]
-    return torch.cat(chosen).sort().values
+    return [torch.tensor(rows)[torch.randperm(len(rows), generator=generator)[:cap]].tolist()
+            for _, rows in sorted(members.items())]
+
+
+def narrow_enough(records: AttackRecords, correct: list[bool], rows: list[int], width: float | None) -> bool:
+    """The robust error of ``rows`` (all attacked) has a 95% interval of at most +-``width``."""
+    if width is None or not rows:
+        return False
+    errors = sum(not correct[row] or bool(records.fooled[row]) for row in rows)
+    low, high = wilson(errors / len(rows), len(rows))
+    return (high - low) / 2 <= width
+
+
+def attack_until_narrow(attack: Attack, images: torch.Tensor, labels: torch.Tensor, correct: list[bool],
+                        orders: list[list[int]], width: float | None, advance: Callable[[int], None],
+                        ) -> tuple[AttackRecords, list[AttackResult], list[int]]:
+    """One attack on each subgroup's images in its order, ``WAVE`` at a time, until the subgroup's robust error
+    is known to +-``width`` (None: all of them): a subgroup the attack fools almost always, or almost never, is
+    pinned down by a few dozen images, and the queries go where the error is uncertain. Returns the records (None
+    where an image was not reached), the results and the rows they cover, in order."""
+    count = len(labels)
+    records = AttackRecords(attack.name, [None] * count, [0.0] * count, [0] * count, 0.0, [False] * count)
+    taken = [0] * len(orders)
+    results: list[AttackResult] = []
+    covered: list[int] = []
+    while True:
+        wave: list[int] = []
+        for group, order in enumerate(orders):
+            if taken[group] < len(order) and not narrow_enough(records, correct, order[:taken[group]], width):
+                wave += order[taken[group]:taken[group] + WAVE]
+                taken[group] = min(len(order), taken[group] + WAVE)
+        if not wave:
+            return records, results, covered
+        wave.sort()
+        for start in range(0, len(wave), CHUNK):
+            rows = wave[start:start + CHUNK]
+            result, chunk = attack_chunk(attack, images[rows], labels[rows])
+            for position, row in enumerate(rows):
+                records.fooled[row], records.area[row] = chunk.fooled[position], chunk.area[position]
+                records.queries[row], records.nonfinite[row] = chunk.queries[position], chunk.nonfinite[position]
+            records.seconds += chunk.seconds
+            results.append(result)
+            covered += rows
+            advance(len(rows))
+
+
+def sampled_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, attack_names: list[str],
+                    budget: int, groups: list[dict[str, str]], orders: list[list[int]], width: float | None, seed: int,
+                    advance: Callable[[str, int], None],
+                    ) -> tuple[BenchRecords, dict[str, list[AttackResult]], dict[str, torch.Tensor]]:
+    """Every attack on the sample's subgroups until each is narrow enough (``attack_until_narrow``): the
+    records, the results per attack and the clean images those results cover. ``advance(attack, images)``
+    reports progress, the images an attack skipped included."""
+    records = BenchRecords(correct=clean_correct(classifier, images, labels), groups=groups)
+    results: dict[str, list[AttackResult]] = {}
+    covered_images: dict[str, torch.Tensor] = {}
+    for name in attack_names:
+        attack = create_attack(name, classifier, **attack_params(name, budget, seed=seed, max_in_flight=1))
+        attack_records, results[name], covered = attack_until_narrow(
+            attack, images, labels, records.correct, orders, width, lambda count, name=name: advance(name, count))
+        records.attacks[name] = attack_records
+        covered_images[name] = images[covered]
+        advance(name, len(labels) - len(covered))
+    return records, results, covered_images
 
 
 def with_intervals(report: dict[str, Any]) -> dict[str, Any]:
     """The report with each subgroup's 95% intervals on its clean and robust errors (its images are a sample)."""
     for group in report["groups"]:
         group["clean_error_interval"] = wilson(group["clean_error"], group["n"])
-        group["robust_error_interval"] = {name: wilson(error, group["n"]) for name, error in group["robust_error"].items()}
+        group["robust_error_interval"] = {name: wilson(error, group["robust_n"][name])
+                                          for name, error in group["robust_error"].items()}
     return report
 
 
@@ -283,21 +348,24 @@ def run(args: argparse.Namespace) -> int:
     images = imageset.images
     group_of = [imageset.group_of(i, groups) for i in range(len(labels))]
     keys = [tuple(group.values()) or (int(label),) for group, label in zip(group_of, labels)]
-    attacked = torch.arange(len(labels)) if args.all_images else stratified_sample(keys, args.interval, args.seed)
+    width = None if args.all_images else args.interval
+    orders = subgroup_orders(keys, width, args.seed)
+    attacked = torch.tensor(sorted(row for order in orders for row in order), dtype=torch.long)
+    position = {row: index for index, row in enumerate(attacked.tolist())}
+    orders = [[position[row] for row in order] for order in orders]
     explained = sum(min(args.explain_images, int((labels == label).sum())) for label in torch.unique(labels).tolist())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=error_console, disable=args.no_progress or not error_console.is_terminal) as progress:
         task = progress.add_task("audit", total=len(attack_names) * len(attacked) + len(explainer_names) * explained)
 
-        def attacks_done(records: Any) -> None:
-            progress.update(task, description=f"attack {list(records.attacks)[-1]}",
-                            completed=sum(len(attack.fooled) for attack in records.attacks.values()))
+        def attacked_images(name: str, count: int) -> None:
+            progress.update(task, description=f"attack {name}", advance=count)
 
         stages = StageClock()
         with stages("attacks"):
-            records, results = run_attacks(classifier, images[attacked], labels[attacked], attack_names, args.budget,
-                                           [group_of[i] for i in attacked.tolist()],
-                                           seed=args.seed, show_progress=False, on_chunk=attacks_done)
+            records, results, covered_images = sampled_attacks(
+                classifier, images[attacked], labels[attacked], attack_names, args.budget,
+                [group_of[i] for i in attacked.tolist()], orders, width, args.seed, attacked_images)
         maps = {}
         for name in explainer_names:
             progress.update(task, description=f"explain {name} (so far: {stages.summary()})")
@@ -317,7 +385,9 @@ def run(args: argparse.Namespace) -> int:
         "explained_per_class": {classifier.class_names[label]: count for label, (count, _) in
                                 next(iter(maps.values())).items()},
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds,
-        "sample": {"attacked": len(attacked), "of": len(labels), "interval": None if args.all_images else args.interval}}
+        "sample": {"attacked": len(attacked), "of": len(labels), "interval": width,
+                   "reached": {name: sum(attack.fooled[i] is not None for i in range(len(attacked)))
+                               for name, attack in records.attacks.items()}}}
     verdicts = None if args.no_shortcuts else [finding.verdict for finding in findings if finding.confirmed]
     diagnosis = weak_spot([bool(c) for c in records.correct], labels[attacked].tolist(), classifier.class_names,
                           [group_of[i] for i in attacked.tolist()], verdicts)
@@ -335,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         for name, class_maps in maps.items():
             save_figure(mean_map_figure(name, class_maps, images, labels, classifier.class_names),
                         out / f"mean_{name}.png")
-        write_figures(out, records, results, images[attacked], classifier)
+        write_figures(out, records, results, covered_images, classifier)
         if not args.no_shortcuts:
             save_figure(findings_figure(classifier, images, labels, cues, findings, args.seed), out / SHORTCUTS_NAME)
         atomic_write_json(out / REPORT_NAME, report)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from weakspot.attacks import attack_params, create_attack
 from weakspot.attacks.cli import EXAMPLES_NAME, check_attack_names, output_paths, print_report
-from weakspot.attacks.base import AttackResult
+from weakspot.attacks.base import Attack, AttackResult
 from weakspot.attacks.search import correctly_classified
 from weakspot.arguments import (add_data_arguments, add_model_arguments, add_runtime_arguments, classifier_from_args,
                                 comma_list, dataset_from_args, positive_int)
@@ -43,9 +43,7 @@ def run_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tens
     per image keeps query counts independent of which images share a chunk (shards, resumes). ``on_chunk`` receives the
     records after every chunk (to save them).
     """
-    correct = torch.zeros(len(labels), dtype=torch.bool)
-    correct[correctly_classified(classifier.predict_proba(images), labels)] = True  # a NaN output is not correct
-    records = BenchRecords(correct=correct.tolist(), groups=groups)
+    records = BenchRecords(correct=clean_correct(classifier, images, labels), groups=groups)
     results: dict[str, list[AttackResult]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
@@ -57,16 +55,29 @@ def run_attacks(classifier: Classifier, images: torch.Tensor, labels: torch.Tens
             task = progress.add_task(f"{name:>10}", total=len(labels), completed=len(attack_records.fooled))
             results[name] = []
             for start in range(len(attack_records.fooled), len(labels), CHUNK):
-                started = time.perf_counter()
-                result = attack(images[start:start + CHUNK], labels[start:start + CHUNK])
-                chunk_records = AttackRecords.from_result(result)
-                chunk_records.seconds = time.perf_counter() - started
+                result, chunk_records = attack_chunk(attack, images[start:start + CHUNK], labels[start:start + CHUNK])
                 attack_records.extend(chunk_records)
                 results[name].append(result)
                 progress.advance(task, len(result.labels))
                 if on_chunk is not None:
                     on_chunk(records)
     return records, results
+
+
+def clean_correct(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -> list[bool]:
+    """Per image: the model classifies it correctly (a NaN output is not correct)."""
+    correct = torch.zeros(len(labels), dtype=torch.bool)
+    correct[correctly_classified(classifier.predict_proba(images), labels)] = True
+    return correct.tolist()
+
+
+def attack_chunk(attack: Attack, images: torch.Tensor, labels: torch.Tensor) -> tuple[AttackResult, AttackRecords]:
+    """One call of ``attack`` on at most ``CHUNK`` images: its result and its records, timed."""
+    started = time.perf_counter()
+    result = attack(images, labels)
+    records = AttackRecords.from_result(result)
+    records.seconds = time.perf_counter() - started
+    return result, records
 
 
 def _state_path(report_path: str, rank: Rank) -> Path:
@@ -110,11 +121,11 @@ def save_area_curves(records: BenchRecords, path: Path) -> Path:
     from weakspot.explainers.figures import save_figure
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    attacked = max(1, sum(records.correct))
     for name, attack in records.attacks.items():
         areas = sorted(a for a, f, c in zip(attack.area, attack.fooled, records.correct) if f and c)
         if not areas:
             continue
+        attacked = sum(c for f, c in zip(attack.fooled, records.correct) if f is not None and c)
         xs = [0.0] + areas
         ys = [0.0] + [(i + 1) / attacked for i in range(len(areas))]
         axis.step(xs, ys, where="post", label=name)
@@ -184,7 +195,8 @@ def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: I
         if args.json:
             atomic_write_json(args.json, report)
         if args.out:
-            curves, grid = write_figures(Path(args.out), merged, results, shard_images, classifier)
+            curves, grid = write_figures(Path(args.out), merged, results, {name: shard_images for name in results},
+                                         classifier)
     if args.json:
         console.print(f"report: {args.json}")
     if args.out:
@@ -192,8 +204,9 @@ def _write_outputs(args: argparse.Namespace, classifier: Classifier, imageset: I
 
 
 def write_figures(out: Path, records: BenchRecords, results: dict[str, list[AttackResult]],
-                  images: torch.Tensor, classifier: Classifier) -> tuple[Path, Path]:
-    """``success_vs_area.png`` and ``examples.png`` (images that fooled the model) in ``out`` (bench, audit)."""
+                  images: Mapping[str, torch.Tensor], classifier: Classifier) -> tuple[Path, Path]:
+    """``success_vs_area.png`` and ``examples.png`` (images that fooled the model) in ``out`` (bench, audit);
+    ``images``: per attack, the clean images its results' rows are, in order."""
     from weakspot.attacks.report import example_grid
 
     curves = save_area_curves(records, out / CURVES_NAME)

@@ -8,7 +8,12 @@ Schema (stable; documented in the README)::
     {"model": str, "dataset": str, "n": int, "clean_accuracy": float,
      "attacks": [{"name": str, "success_rate": float, "robust_accuracy": float, "mean_area": float,
                   "mean_queries": float, "seconds": float, "nonfinite": int}],
-     "groups": [{"group": {attr: value}, "n": int, "clean_error": float, "robust_error": {attack: float}}]}
+     "groups": [{"group": {attr: value}, "n": int, "clean_error": float, "robust_error": {attack: float},
+                 "robust_n": {attack: int}}]}
+
+An image an attack did not reach (an audit's attack stops taking a subgroup's images once its interval is narrow
+enough) has ``fooled`` None in the records and counts in no robust figure of that attack; ``robust_n`` is how many
+of a group's images each attack's figure rests on.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class AttackRecords:
     """One attack's per-image outcomes (plain lists, so they travel between processes) and its wall time."""
 
     name: str
-    fooled: list[bool] = field(default_factory=list)
+    fooled: list[bool | None] = field(default_factory=list)  # None: the image was not attacked
     area: list[float] = field(default_factory=list)  # occluded area where fooled, else 0
     queries: list[int] = field(default_factory=list)
     seconds: float = 0.0
@@ -77,16 +82,17 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def attack_summary(records: AttackRecords, correct: Sequence[bool]) -> dict[str, Any]:
-    """One row of ``report["attacks"]``."""
-    attacked = sum(correct)
-    fooled = [f and c for f, c in zip(records.fooled, correct)]
-    areas = [a for a, f in zip(records.area, fooled) if f]
+    """One row of ``report["attacks"]``, over the images the attack reached."""
+    reached = [i for i, fooled in enumerate(records.fooled) if fooled is not None]
+    attacked = sum(correct[i] for i in reached)
+    fooled = [bool(records.fooled[i]) and correct[i] for i in reached]
+    areas = [records.area[i] for i, f in zip(reached, fooled) if f]
     return {
         "name": records.name,
         "success_rate": sum(fooled) / attacked if attacked else 0.0,
-        "robust_accuracy": _mean([float(c and not f) for c, f in zip(correct, fooled)]),
+        "robust_accuracy": _mean([float(correct[i] and not f) for i, f in zip(reached, fooled)]),
         "mean_area": _mean(areas),
-        "mean_queries": _mean(records.queries),
+        "mean_queries": _mean([records.queries[i] for i in reached]),
         "seconds": records.seconds,
         "nonfinite": sum(records.nonfinite),
     }
@@ -101,12 +107,14 @@ def build_report(model: str, dataset: str, records: BenchRecords) -> dict[str, A
     groups = []
     for key in sorted(by_group):
         members = by_group[key]
+        reached = {name: [i for i in members if attack.fooled[i] is not None] for name, attack in records.attacks.items()}
         groups.append({
             "group": dict(key),
             "n": len(members),
             "clean_error": 1.0 - _mean([float(correct[i]) for i in members]),
-            "robust_error": {name: 1.0 - _mean([float(correct[i] and not attack.fooled[i]) for i in members])
+            "robust_error": {name: 1.0 - _mean([float(correct[i] and not attack.fooled[i]) for i in reached[name]])
                              for name, attack in records.attacks.items()},
+            "robust_n": {name: len(rows) for name, rows in reached.items()},
         })
     return {
         "model": model,

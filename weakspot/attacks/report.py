@@ -45,10 +45,11 @@ def describe(perturbation: Perturbation | None) -> str:
     return f"{detail(perturbation)}, {perturbation.area:.0%}"
 
 
-def example_grid(results: Mapping[str, AttackResult] | Sequence[AttackResult], images: torch.Tensor,
+def example_grid(results: Mapping[str, AttackResult] | Sequence[AttackResult], images: Mapping[str, torch.Tensor],
                  path: str | os.PathLike, class_names: Sequence[str] | None = None, examples: int = 4) -> Path:
-    """PNG: per attack, up to ``examples`` fooled images: the original with its prediction above, the
-    adversarial image with the new prediction and the perturbation below. Written atomically."""
+    """PNG: per attack, up to ``examples`` fooled images: the original (``images[name]``, the clean images of
+    the result's rows) with its prediction above, the adversarial image with the new prediction and the
+    perturbation below. Written atomically."""
     import matplotlib.pyplot as plt
 
     from weakspot.explainers.figures import save_figure
@@ -69,7 +70,7 @@ def example_grid(results: Mapping[str, AttackResult] | Sequence[AttackResult], i
             axes[2 * position, 0].set_title(f"{name}: no image fooled", fontsize=8, loc="left")
         for column, index in enumerate(chosen):
             top, bottom = axes[2 * position, column], axes[2 * position + 1, column]
-            top.imshow(images[index].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+            top.imshow(images[name][index].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
             bottom.imshow(result.adversarial[index].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
             before = caption(result.original_probability[index], result.original_class[index])
             after = caption(result.adversarial_probability[index], result.adversarial_class[index])
