@@ -6,7 +6,8 @@ from weakspot.attacks import create_attack
 from weakspot.augment.adversarial import AdversarialAugment, LoopConfig, RoundLog, locate, schedule
 from weakspot.augment.adversarial.confirm import confirm_cue_classes, cue_effects
 from weakspot.augment.adversarial.counterexamples import Pool, natural_conflicts, spread_cues
-from weakspot.augment.adversarial.cues import ZONE_GROWTH, ZONE_LEAST, ZONE_SHARE, CueBank, cue_zone
+from weakspot.augment.adversarial.cues import (ZONE_GROWTH, ZONE_LEAST, ZONE_MOST, ZONE_SHARE, CueBank, cue_zone,
+                                             grown)
 from weakspot.augment.adversarial.locate import Harvest, transplant_cues
 from weakspot.augment.baselines import create_method
 from weakspot.errors import WeakspotError
@@ -417,7 +418,7 @@ def test_a_cue_zone_keeps_the_pixels_enough_cues_share_grown_by_a_share_of_the_s
     bank = CueBank(torch.rand(10, 3, side, side), masks, torch.ones(10, dtype=torch.long), ("median",) * 10)
     assert torch.equal(bank.zone_of[1], cue_zone(masks))
     assert torch.equal(bank.select(torch.ones(10, dtype=torch.bool)).zone_of[1], cue_zone(masks))
-    assert torch.equal(bank.zones(torch.tensor([1, 1])), cue_zone(masks).expand(2, -1, -1))
+    assert torch.equal(bank.spread_masks(torch.tensor([0, 3])), cue_zone(masks).expand(2, -1, -1))
     few = torch.zeros(4, side, side, dtype=torch.bool)
     few[:3, 15:18, 8:11] = True  # three cues agree
     for index, corner in enumerate((0, 8, 16)):
@@ -429,6 +430,22 @@ def test_a_cue_zone_keeps_the_pixels_enough_cues_share_grown_by_a_share_of_the_s
     apart[0, 0:3, 0:3] = True
     apart[1, 15:18, 15:18] = True
     assert torch.equal(cue_zone(apart), grown(slice(0, 3), slice(0, 3)) | grown(slice(15, 18), slice(15, 18)))
+
+
+def test_a_zone_wider_than_one_place_spreads_each_cue_on_its_own_region():
+    """Cues in the four corners make a zone over most of the image; the spread then pastes or erases only the
+    picked cue's own region, grown as a zone is, and keeps the zone of a class whose cues sit in one place."""
+    side = 20
+    masks = torch.zeros(13, side, side, dtype=torch.bool)
+    for index, (row, column) in enumerate([(0, 0), (0, 14), (14, 0), (14, 14)] * 3):
+        masks[index, row:row + 6, column:column + 6] = True
+    masks[12, 8:11, 8:11] = True  # the other class's one cue, in one place
+    labels = torch.tensor([1] * 12 + [0])
+    bank = CueBank(torch.rand(13, 3, side, side), masks, labels, ("median",) * 13)
+    assert float(bank.zone_of[1].float().mean()) > ZONE_MOST >= float(bank.zone_of[0].float().mean())
+    spread = bank.spread_masks(torch.tensor([0, 5, 12]))
+    assert torch.equal(spread[0], grown(masks[0])) and torch.equal(spread[1], grown(masks[5]))
+    assert torch.equal(spread[2], bank.zone_of[0]) and not spread[0, 10:, :].any()
 
 
 def test_spread_draws_donors_class_balanced_and_an_empty_bank_draws_nothing(button_data, button_model, median_button):

@@ -63,7 +63,7 @@ def natural_conflicts(classifier: Classifier, images: torch.Tensor, labels: torc
 
 
 def spread_cues(bank: CueBank, images: torch.Tensor, labels: torch.Tensor, probability: float) -> torch.Tensor:
-    """Each image, with ``probability``, gets a random cue's class zone (``CueBank.zones``), pasted from the cue's
+    """Each image, with ``probability``, gets a random cue's class zone (``CueBank.spread_masks``), pasted from the cue's
     donor or erased (a fair coin): pasted from a random batch image of another class than the cue's, or filled
     with the cue's fill when the batch has none. Blind to the image's label, so the edits say nothing of it;
     the cues are drawn class-balanced, as the bank holds mostly the class that is easier to shake. Labels are
@@ -78,7 +78,7 @@ def spread_cues(bank: CueBank, images: torch.Tensor, labels: torch.Tensor, proba
     erase = torch.rand(len(chosen)) < 0.5
     targets = images[chosen]
     sources = bank.images[picked].to(images.device)
-    masks = bank.zones(bank.labels[picked])
+    masks = bank.spread_masks(picked)
     erase = erase & ~swap_erased(bank, images, labels.cpu(), sources, erase, picked)
     for fill in set(bank.fills):
         of_fill = erase & torch.tensor([bank.fills[index] == fill for index in picked.tolist()])

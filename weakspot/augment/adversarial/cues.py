@@ -25,15 +25,24 @@ from weakspot.fills import ERASING_FILLS, apply_masks
 ZONE_SHARE = 0.25
 ZONE_LEAST = 2
 ZONE_GROWTH = 0.08
+# A class zone wider than this share of the image is not one place (the local families' zones cover 10-35%, a
+# stamp in one of four corners 35-61%; docs/results.md): the spread then uses each picked cue's own region, grown.
+ZONE_MOST = 0.4
+
+
+def grown(masks: torch.Tensor) -> torch.Tensor:
+    """Boolean masks (..., H, W) grown by ``ZONE_GROWTH`` of the image side: one donor's box misses a cue that
+    sits a little elsewhere in another image."""
+    reach = int(round(ZONE_GROWTH * max(masks.shape[-2:])))
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    return (torch.nn.functional.max_pool2d(flat, 2 * reach + 1, 1, reach) > 0).reshape(masks.shape)
 
 
 def cue_zone(masks: torch.Tensor) -> torch.Tensor:
     """The zone (H, W) of one class's cue masks (n, H, W)."""
     covered = masks.float()
     cover, count = covered.mean(dim=0), covered.sum(dim=0)
-    shared = ((cover >= ZONE_SHARE * cover.max()) & (count >= min(float(ZONE_LEAST), float(count.max())))).float()
-    reach = int(round(ZONE_GROWTH * max(masks.shape[-2:])))
-    return torch.nn.functional.max_pool2d(shared[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
+    return grown((cover >= ZONE_SHARE * cover.max()) & (count >= min(float(ZONE_LEAST), float(count.max()))))
 
 
 def draw_at_most(candidates: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,9 +90,14 @@ class CueBank:
             keep[torch.from_numpy(draw_at_most(rows, per_class, rng))] = True
         return self.select(keep)
 
-    def zones(self, cue_labels: torch.Tensor) -> torch.Tensor:
-        """The cue zone of each label's class, (len(cue_labels), H, W)."""
-        return torch.stack([self.zone_of[int(label)] for label in cue_labels]) if len(cue_labels) else self.masks[:0]
+    def spread_masks(self, picked: torch.Tensor) -> torch.Tensor:
+        """What the spread pastes or erases for each picked cue, (len(picked), H, W): its class's zone, or the
+        cue's own region grown where that zone is wider than ``ZONE_MOST`` of the image (a cue in several
+        places, whose zone would erase most of every image)."""
+        masks = [self.zone_of[int(self.labels[index])] for index in picked.tolist()]
+        masks = [zone if zone.float().mean() <= ZONE_MOST else grown(self.masks[index])
+                 for zone, index in zip(masks, picked.tolist())]
+        return torch.stack(masks) if masks else self.masks[:0]
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
