@@ -386,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
                                 next(iter(maps.values())).items()},
         "examples": EXAMPLES_NAME, "curves": CURVES_NAME, "stage_seconds": stages.seconds,
         "sample": {"attacked": len(attacked), "of": len(labels), "interval": width,
-                   "reached": {name: sum(attack.fooled[i] is not None for i in range(len(attacked)))
+                   "reached": {name: sum(fooled is not None for fooled in attack.fooled)
                                for name, attack in records.attacks.items()}}}
     verdicts = None if args.no_shortcuts else [finding.verdict for finding in findings if finding.confirmed]
     diagnosis = weak_spot([bool(c) for c in records.correct], labels[attacked].tolist(), classifier.class_names,

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     with written_together():
         written = [f"report: {atomic_write_json(args.json, report)}"] if args.json else []
         if args.out:
-            grid = example_grid(results, {result.name: imageset.images for result in results}, Path(args.out) / EXAMPLES_NAME, classifier.class_names)
+            grid = example_grid(results, {result.name: imageset.images for result in results},
+                                Path(args.out) / EXAMPLES_NAME, classifier.class_names)
             written.append(f"examples: {grid}")
     for line in written:
         console.print(line)

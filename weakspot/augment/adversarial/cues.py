@@ -59,10 +59,15 @@ class CueBank:
     labels: torch.Tensor
     fills: tuple[str, ...]
     zone_of: dict[int, torch.Tensor] = field(init=False)  # per class: its cue zone
+    spread_of: torch.Tensor = field(init=False)  # per cue: what the spread pastes or erases (``spread_masks``)
 
     def __post_init__(self) -> None:
         # once per bank (a round), not per batch: the zones depend on the bank alone
         self.zone_of = {int(label): cue_zone(self.masks[self.labels == label]) for label in self.labels.unique()}
+        wide = {label for label, zone in self.zone_of.items() if zone.float().mean() > ZONE_MOST}
+        own = grown(self.masks)
+        self.spread_of = torch.stack([own[index] if label in wide else self.zone_of[label]
+                                      for index, label in enumerate(self.labels.tolist())]) if len(self) else own
 
     @classmethod
     def empty(cls, images: torch.Tensor) -> CueBank:
@@ -94,10 +99,7 @@ class CueBank:
         """What the spread pastes or erases for each picked cue, (len(picked), H, W): its class's zone, or the
         cue's own region grown where that zone is wider than ``ZONE_MOST`` of the image (a cue in several
         places, whose zone would erase most of every image)."""
-        masks = [self.zone_of[int(self.labels[index])] for index in picked.tolist()]
-        masks = [zone if zone.float().mean() <= ZONE_MOST else grown(self.masks[index])
-                 for zone, index in zip(masks, picked.tolist())]
-        return torch.stack(masks) if masks else self.masks[:0]
+        return self.spread_of[picked]
 
 
 def erasing_removals(result: AttackResult) -> torch.Tensor:
