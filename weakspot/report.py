@@ -107,7 +107,8 @@ def build_report(model: str, dataset: str, records: BenchRecords) -> dict[str, A
     groups = []
     for key in sorted(by_group):
         members = by_group[key]
-        reached = {name: [i for i in members if attack.fooled[i] is not None] for name, attack in records.attacks.items()}
+        reached = {name: [i for i in members if attack.fooled[i] is not None]
+                   for name, attack in records.attacks.items()}
         groups.append({
             "group": dict(key),
             "n": len(members),

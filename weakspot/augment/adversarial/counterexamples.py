@@ -2,9 +2,9 @@
 
 Two kinds, both with true labels. The **pool**: a round's removals and transplants (``locate``) and the natural
 cue-conflicting training images, which a model that leans on a confirmed cue gets wrong; drawn into each batch
-class-balanced. The **spread**: every clean image, blind to its label, gets a confirmed class's cue zone pasted
-from a donor or erased with the zone of a batch image of another class, so the zone stops saying anything about
-the label. No query: the spread reuses the round's cues.
+class-balanced. The **spread**: every clean image, blind to its label, gets a confirmed class's cue zone (a cue's
+own region where the zone is wider than one place) pasted from a donor or erased with the same pixels of a batch
+image of another class, so the zone stops saying anything about the label. No query: the spread reuses the round's cues.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def natural_conflicts(classifier: Classifier, images: torch.Tensor, labels: torc
 
 
 def spread_cues(bank: CueBank, images: torch.Tensor, labels: torch.Tensor, probability: float) -> torch.Tensor:
-    """Each image, with ``probability``, gets a random cue's class zone (``CueBank.spread_masks``), pasted from the cue's
-    donor or erased (a fair coin): pasted from a random batch image of another class than the cue's, or filled
-    with the cue's fill when the batch has none. Blind to the image's label, so the edits say nothing of it;
+    """Each image, with ``probability``, gets a random cue's spread mask (``CueBank.spread_masks``: its class's
+    zone, or its own region where that zone is wider than one place), pasted from the cue's donor or erased (a
+    fair coin): pasted from a random batch image of another class than the cue's, or filled with the cue's fill
+    when the batch has none. Blind to the image's label, so the edits say nothing of it;
     the cues are drawn class-balanced, as the bank holds mostly the class that is easier to shake. Labels are
     unchanged."""
     if not len(bank):  # before any draw: an empty bank leaves the training stream (and its RNG) as ERM's

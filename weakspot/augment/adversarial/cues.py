@@ -3,8 +3,10 @@
 A ``CueBank`` holds them (the donor images, the regions' masks, the donors' classes, the fill that erased each)
 and draws each class's cue zone: where its cues sit, shared by several of them and grown a little, since one
 donor's box misses a cue that moves between images. The zone is what the spread pastes and erases
-(``counterexamples``). ``paste_cues`` pastes cues into images of another class beside a control (the same
-pixels elsewhere): the dependence test (``confirm``) reads it.
+(``counterexamples``), except where it covers more than one place could (``ZONE_MOST``): there each cue's own
+region, grown the same way, so an edit covers one place of the cue rather than most of the image.
+``paste_cues`` pastes cues into images of another class beside a control (the same pixels elsewhere): the
+dependence test (``confirm``) reads it.
 """
 
 from __future__ import annotations
